@@ -1,0 +1,1065 @@
+//! The node: the whole protocol as an event-in / actions-out state machine.
+
+mod membership;
+mod routing;
+
+use alloc::boxed::Box;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::vec::Vec;
+use core::cmp::Ordering;
+
+use foldhash::fast::FixedState;
+use rand_core::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use crate::app::{Application, Context, LeafChange, MessageId, RouteMessage};
+use crate::wire::{Datagram, DecodeError, Message, RouteMsg};
+use crate::{Address, Config, ConfigError, Id, Instant, LeafSet, NodeHandle, RoutingTable};
+
+pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, FixedState>;
+pub(crate) type Set<K> = hashbrown::HashSet<K, FixedState>;
+
+pub(crate) fn new_map<K, V>() -> Map<K, V> {
+    Map::with_hasher(FixedState::with_seed(0x7061_7374_7279))
+}
+
+pub(crate) fn new_set<K>() -> Set<K> {
+    Set::with_hasher(FixedState::with_seed(0x7061_7374_7279))
+}
+
+/// A datagram the caller must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit<A> {
+    /// Where to send it.
+    pub destination: A,
+    /// The datagram's bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Why a routed message was dropped at this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteFailure {
+    /// It waited longer than `hold_timeout` for a route or for this node to become active.
+    HoldTimeout,
+    /// It took more hops than any route in a consistent overlay could.
+    HopLimit,
+    /// A bounded queue (held messages or messages in flight) was full.
+    Overloaded,
+    /// This node left the overlay while holding it.
+    NodeLeft,
+}
+
+/// Something the application should know. Drained with [`Node::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event<A> {
+    /// The node's leaf set is confirmed: it is a member of the overlay and may deliver as
+    /// the root of keys.
+    Active,
+    /// The join was not answered after `join_attempts` requests.
+    JoinFailed,
+    /// A routed message reached this node, its root, for an application id with no
+    /// registered [`Application`].
+    Deliver(RouteMessage<A>),
+    /// A direct message arrived for an application id with no registered [`Application`].
+    Direct {
+        /// The id of the message.
+        id: MessageId,
+        /// The sender.
+        from: NodeHandle<A>,
+        /// Application id.
+        app: u16,
+        /// Application bytes.
+        payload: Vec<u8>,
+    },
+    /// The leaf set changed.
+    LeafSet {
+        /// The node concerned.
+        node: NodeHandle<A>,
+        /// What happened to it.
+        change: LeafChange,
+    },
+    /// A routed message was dropped at this node.
+    RouteFailed {
+        /// The message.
+        id: MessageId,
+        /// Its key.
+        key: Id,
+        /// Why.
+        reason: RouteFailure,
+    },
+    /// A direct message was not acknowledged by its destination.
+    SendFailed {
+        /// The message.
+        id: MessageId,
+        /// Its destination.
+        to: NodeHandle<A>,
+    },
+    /// The graceful leave finished: the leaf set was told (or did not answer in time). The
+    /// node is inert from now on.
+    Left,
+}
+
+/// Errors of the application-facing calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The payload does not fit a datagram.
+    #[error("payload of {len} bytes exceeds the maximum of {max}")]
+    PayloadTooLarge {
+        /// Payload length.
+        len: usize,
+        /// Largest payload a datagram carries.
+        max: usize,
+    },
+    /// The node has neither started a ring nor been asked to join one, or it has left.
+    #[error("the node is not part of an overlay")]
+    NotJoined,
+}
+
+/// Errors of [`Node::join`], [`Node::bootstrap`] and [`Node::register`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node already started or joined a ring.
+    #[error("the node already started or joined")]
+    AlreadyStarted,
+    /// An application is already registered under this id.
+    #[error("application id {0} is already registered")]
+    DuplicateApp(u16),
+}
+
+/// Bytes of memory a node holds, part by part (heap parts counted by capacity).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Memory {
+    /// The node structure itself, leaf set included.
+    pub node: usize,
+    /// Routing-table rows and entries.
+    pub routing_table: usize,
+    /// The timer heap.
+    pub timers: usize,
+    /// Output queues and held messages.
+    pub queues: usize,
+    /// Messages awaiting acknowledgement.
+    pub in_flight: usize,
+    /// Outstanding probes.
+    pub probes: usize,
+    /// Duplicate filter, verified addresses, recently dead nodes, applications.
+    pub caches: usize,
+}
+
+impl Memory {
+    /// The sum of the parts.
+    pub fn total(&self) -> usize {
+        self.node
+            + self.routing_table
+            + self.timers
+            + self.queues
+            + self.in_flight
+            + self.probes
+            + self.caches
+    }
+}
+
+/// Running totals, for monitoring and for the simulator's reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Datagrams received (well-formed or not).
+    pub datagrams_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams handed to the caller for sending.
+    pub datagrams_out: u64,
+    /// Bytes handed to the caller for sending.
+    pub bytes_out: u64,
+    /// Of the datagrams out, those that are protocol overhead (everything but application
+    /// data in routed and direct messages).
+    pub control_out: u64,
+    /// Bytes of those control datagrams.
+    pub control_bytes_out: u64,
+    /// Datagrams dropped because they did not decode.
+    pub malformed: u64,
+    /// Datagrams that decoded but were refused (for example: claiming our own id).
+    pub rejected: u64,
+    /// Replies stopped or trimmed by the anti-amplification limit.
+    pub amplification_limited: u64,
+    /// Routed messages forwarded to a next hop.
+    pub forwarded: u64,
+    /// Routed messages delivered here as their root.
+    pub delivered: u64,
+    /// Duplicate copies of routed or direct messages discarded.
+    pub duplicates: u64,
+    /// Retransmissions of unacknowledged messages and probes.
+    pub retransmitted: u64,
+    /// Routed messages sent to a different next hop after the first stayed silent.
+    pub rerouted: u64,
+    /// Nodes declared dead after failing to answer probes.
+    pub failures_detected: u64,
+    /// Routed messages that had to wait for a route.
+    pub held: u64,
+    /// Routed messages dropped here.
+    pub route_failures: u64,
+    /// Probes sent (first attempts).
+    pub probes_sent: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase<A> {
+    Idle,
+    Joining {
+        bootstrap: A,
+        attempt: u8,
+        deadline: Instant,
+        replied: bool,
+    },
+    Active,
+    Leaving {
+        deadline: Instant,
+    },
+    Left,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum TimerKind<A> {
+    Heartbeat,
+    Maintenance,
+    Retransmit(u32),
+    Probe(A),
+    Join,
+    Hold,
+    Leave,
+    App { slot: usize, token: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Timer<A> {
+    at: Instant,
+    seq: u64,
+    kind: TimerKind<A>,
+}
+
+impl<A> PartialEq for Timer<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at && self.seq == other.seq
+    }
+}
+impl<A> Eq for Timer<A> {}
+impl<A> PartialOrd for Timer<A> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<A> Ord for Timer<A> {
+    /// Reversed so that the standard max-heap pops the earliest timer.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+pub(crate) enum AppAction<A> {
+    Route {
+        id: MessageId,
+        app: u16,
+        key: Id,
+        payload: Vec<u8>,
+    },
+    Direct {
+        id: MessageId,
+        app: u16,
+        to: NodeHandle<A>,
+        payload: Vec<u8>,
+    },
+}
+
+pub(crate) struct AppSlot<A: Address> {
+    pub(crate) id: u16,
+    pub(crate) app: Box<dyn Application<A>>,
+}
+
+pub(crate) type Apps<A> = [AppSlot<A>];
+
+/// Recently seen message ids, so that retransmitted or rerouted copies are not forwarded or
+/// delivered twice. Entries expire after a window that outlasts every retransmission and hold;
+/// the set is bounded. Ids are kept as 64-bit fingerprints.
+pub(crate) struct SeenCache {
+    order: VecDeque<(Instant, u64)>,
+    set: Set<u64>,
+    window: core::time::Duration,
+}
+
+const SEEN_MAX: usize = 4096;
+const VERIFIED_CACHE: usize = 32;
+const DEAD_MEMORY: usize = 64;
+
+fn fingerprint(origin: Id, seq: u32) -> u64 {
+    // SplitMix64 finaliser over the id's halves and the sequence number.
+    let x = origin.as_u128();
+    let mut z = (x as u64)
+        ^ ((x >> 64) as u64).rotate_left(29)
+        ^ u64::from(seq).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl SeenCache {
+    fn new(window: core::time::Duration) -> Self {
+        SeenCache {
+            order: VecDeque::new(),
+            set: new_set(),
+            window,
+        }
+    }
+
+    /// Forgets ids older than the window.
+    pub(crate) fn prune(&mut self, now: Instant) {
+        while let Some(&(t, f)) = self.order.front() {
+            if now - t <= self.window && self.order.len() < SEEN_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&f);
+        }
+        if self.order.is_empty() {
+            self.order.shrink_to_fit();
+            self.set.shrink_to_fit();
+        }
+    }
+
+    /// Records the id; returns false if it was already there.
+    pub(crate) fn insert(&mut self, now: Instant, origin: Id, seq: u32) -> bool {
+        self.prune(now);
+        let f = fingerprint(origin, seq);
+        if !self.set.insert(f) {
+            return false;
+        }
+        self.order.push_back((now, f));
+        true
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.order.capacity() * core::mem::size_of::<(Instant, u64)>()
+            + self.set.capacity() * (core::mem::size_of::<u64>() + 1)
+    }
+}
+
+/// A Pastry node as a deterministic state machine.
+///
+/// Inputs are method calls that take the current time: [`Node::handle_datagram`],
+/// [`Node::handle_timeout`], and the application's calls ([`Node::bootstrap`],
+/// [`Node::join`], [`Node::route`], [`Node::send_direct`], [`Node::leave`]). After every
+/// input, drain the outputs: [`Node::poll_transmit`] until `None`, [`Node::poll_event`]
+/// until `None`, then arm a timer for [`Node::poll_timeout`]. See the crate documentation for
+/// the loop.
+///
+/// ```
+/// use pastry_core::{Config, Event, Id, Instant, Node};
+/// let mut a: Node<u32> = Node::new(Config::default(), Id::new(1 << 100), 1, 7, Instant::ZERO).unwrap();
+/// a.bootstrap(Instant::ZERO).unwrap();
+/// assert!(a.is_active());
+/// assert_eq!(a.poll_event(), Some(Event::Active));
+/// // Alone, the node is the root of every key.
+/// let id = a.route(Instant::ZERO, Id::new(42), 0, b"hello".to_vec()).unwrap();
+/// match a.poll_event() {
+///     Some(Event::Deliver(m)) => { assert_eq!(m.id, id); assert_eq!(m.payload, b"hello"); }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+pub struct Node<A: Address> {
+    core: Core<A>,
+    apps: Vec<AppSlot<A>>,
+}
+
+pub(crate) struct Core<A: Address> {
+    pub(crate) cfg: Config,
+    pub(crate) me: NodeHandle<A>,
+    rng: Pcg64Mcg,
+    pub(crate) phase: Phase<A>,
+    pub(crate) leaf: LeafSet<A>,
+    pub(crate) table: RoutingTable<A>,
+    timers: BinaryHeap<Timer<A>>,
+    timer_seq: u64,
+    transmits: VecDeque<Transmit<A>>,
+    events: VecDeque<Event<A>>,
+    pub(crate) app_actions: VecDeque<AppAction<A>>,
+    in_flight: Map<u32, routing::InFlight<A>>,
+    next_seq: u32,
+    next_msg_seq: u32,
+    probes: Map<A, membership::ProbeState<A>>,
+    /// Ids with a leaf-set probe under way (a joining node waits for them).
+    pending_leaf: Vec<Id>,
+    /// The member last asked for its leaf set to fill a hole, per side (cw, ccw).
+    repair_asked: [Option<Id>; 2],
+    held: Vec<routing::Held<A>>,
+    hold_timer: Option<Instant>,
+    seen: SeenCache,
+    verified: VecDeque<A>,
+    dead: VecDeque<(Id, Instant)>,
+    heartbeat_at: Instant,
+    maintenance_at: Instant,
+    pns_budget: usize,
+    counters: Counters,
+    max_payload: usize,
+}
+
+impl<A: Address> Node<A> {
+    /// A node with the given configuration, id and own address. `seed` drives every random
+    /// choice the node makes: the same seed and the same inputs give the same outputs.
+    pub fn new(
+        config: Config,
+        id: Id,
+        addr: A,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate_for(A::MAX_ENCODED_LEN)?;
+        let max_payload =
+            crate::wire::max_route_payload(config.max_datagram_size, A::MAX_ENCODED_LEN);
+        let core = Core {
+            leaf: LeafSet::new(id, config.leaf_set_size),
+            table: RoutingTable::new(id, config.b),
+            me: NodeHandle::new(id, addr),
+            rng: Pcg64Mcg::seed_from_u64(seed),
+            phase: Phase::Idle,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            app_actions: VecDeque::new(),
+            in_flight: new_map(),
+            next_seq: 1,
+            next_msg_seq: 1,
+            probes: new_map(),
+            pending_leaf: Vec::new(),
+            repair_asked: [None, None],
+            held: Vec::new(),
+            hold_timer: None,
+            seen: SeenCache::new(
+                config.hold_timeout + config.rto_max * (u32::from(config.max_retransmits) + 2),
+            ),
+            verified: VecDeque::new(),
+            dead: VecDeque::new(),
+            heartbeat_at: now,
+            maintenance_at: now,
+            pns_budget: config.maintenance_probes,
+            counters: Counters::default(),
+            max_payload,
+            cfg: config,
+        };
+        Ok(Node {
+            core,
+            apps: Vec::new(),
+        })
+    }
+
+    /// Registers an application under `app_id`: routed and direct messages with that id are
+    /// handed to it instead of surfacing as events.
+    pub fn register(&mut self, app_id: u16, app: Box<dyn Application<A>>) -> Result<(), NodeError> {
+        if self.apps.iter().any(|s| s.id == app_id) {
+            return Err(NodeError::DuplicateApp(app_id));
+        }
+        self.apps.push(AppSlot { id: app_id, app });
+        Ok(())
+    }
+
+    /// Starts a new overlay with this node as its only member. The node is active at once.
+    pub fn bootstrap(&mut self, now: Instant) -> Result<(), NodeError> {
+        if !matches!(self.core.phase, Phase::Idle) {
+            return Err(NodeError::AlreadyStarted);
+        }
+        self.core.become_active(now, &mut self.apps);
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Joins the overlay that the node at `bootstrap` belongs to. [`Event::Active`] follows
+    /// once the leaf set is confirmed, or [`Event::JoinFailed`].
+    pub fn join(&mut self, now: Instant, bootstrap: A) -> Result<(), NodeError> {
+        if !matches!(self.core.phase, Phase::Idle) {
+            return Err(NodeError::AlreadyStarted);
+        }
+        self.core.start_join(now, bootstrap, 0);
+        Ok(())
+    }
+
+    /// Routes `payload` for application `app` to the live node numerically closest to `key`.
+    /// Returns the message's id. While the node is still joining, the message waits.
+    pub fn route(
+        &mut self,
+        now: Instant,
+        key: Id,
+        app: u16,
+        payload: Vec<u8>,
+    ) -> Result<MessageId, RouteError> {
+        self.core.check_routable()?;
+        self.core.check_payload(payload.len())?;
+        let id = self.core.next_message_id();
+        self.core
+            .route_new(now, &mut self.apps, id, app, key, payload);
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Sends `payload` for application `app` straight to `to`; it is acknowledged and
+    /// retransmitted, and [`Event::SendFailed`] reports a destination that never answers.
+    pub fn send_direct(
+        &mut self,
+        now: Instant,
+        to: NodeHandle<A>,
+        app: u16,
+        payload: Vec<u8>,
+    ) -> Result<MessageId, RouteError> {
+        self.core.check_routable()?;
+        self.core.check_payload(payload.len())?;
+        let id = self.core.next_message_id();
+        self.core.send_direct(now, id, app, to, payload);
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Leaves the overlay gracefully: tells the leaf set, waits for acknowledgements (bounded
+    /// by the retransmission limits), then reports [`Event::Left`].
+    pub fn leave(&mut self, now: Instant) {
+        self.core.start_leave(now);
+        self.after_input(now);
+    }
+
+    /// Feeds one datagram received from `from`. Bytes that do not decode are counted and
+    /// returned as an error; they change nothing else.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: A,
+        bytes: &[u8],
+    ) -> Result<(), DecodeError> {
+        let c = &mut self.core;
+        c.counters.datagrams_in += 1;
+        c.counters.bytes_in += bytes.len() as u64;
+        let d = match Datagram::<A>::decode(bytes, c.cfg.max_datagram_size) {
+            Ok(d) => d,
+            Err(e) => {
+                c.counters.malformed += 1;
+                return Err(e);
+            }
+        };
+        if d.sender == c.me.id || matches!(c.phase, Phase::Left | Phase::Idle) {
+            c.counters.rejected += 1;
+            return Ok(());
+        }
+        c.dispatch(now, from, d, bytes.len(), &mut self.apps);
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Processes every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.core.timers.peek() {
+            if t.at > now {
+                break;
+            }
+            let Some(t) = self.core.timers.pop() else {
+                break;
+            };
+            self.core.fire(now, t, &mut self.apps);
+            self.after_input(now);
+        }
+        let heap = &mut self.core.timers;
+        if heap.capacity() > 8 && heap.len() < heap.capacity() / 4 {
+            heap.shrink_to(heap.len() * 2);
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<A>> {
+        let t = self.core.transmits.pop_front();
+        if t.is_none() && self.core.transmits.capacity() > 4 {
+            self.core.transmits.shrink_to_fit();
+        }
+        t
+    }
+
+    /// The next event for the application, if any.
+    pub fn poll_event(&mut self) -> Option<Event<A>> {
+        let e = self.core.events.pop_front();
+        if e.is_none() && self.core.events.capacity() > 0 {
+            self.core.events.shrink_to_fit();
+        }
+        e
+    }
+
+    /// When [`Node::handle_timeout`] should next be called, if anything is scheduled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.core.timers.peek().map(|t| t.at)
+    }
+
+    fn after_input(&mut self, now: Instant) {
+        while let Some(action) = self.core.app_actions.pop_front() {
+            match action {
+                AppAction::Route {
+                    id,
+                    app,
+                    key,
+                    payload,
+                } => self
+                    .core
+                    .route_new(now, &mut self.apps, id, app, key, payload),
+                AppAction::Direct {
+                    id,
+                    app,
+                    to,
+                    payload,
+                } => self.core.send_direct(now, id, app, to, payload),
+            }
+        }
+    }
+
+    /// This node's handle.
+    pub fn local(&self) -> &NodeHandle<A> {
+        &self.core.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.core.cfg
+    }
+
+    /// Whether the node is active: its leaf set is confirmed and it may deliver as a root.
+    pub fn is_active(&self) -> bool {
+        self.core.is_active()
+    }
+
+    /// Whether the node finished a graceful leave.
+    pub fn has_left(&self) -> bool {
+        matches!(self.core.phase, Phase::Left)
+    }
+
+    /// The leaf set.
+    pub fn leaf_set(&self) -> &LeafSet<A> {
+        &self.core.leaf
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> &RoutingTable<A> {
+        &self.core.table
+    }
+
+    /// The `k` known nodes closest to `key` (leaf-set members and this node), closest first,
+    /// with `k` capped at L/2 + 1: where replicas of `key` belong.
+    pub fn replica_set(&self, key: Id, k: usize) -> Vec<NodeHandle<A>> {
+        self.core.leaf.replica_set(key, &self.core.me, k)
+    }
+
+    /// The arc of keys `[lo, hi]` (clockwise, inclusive) that `node` (this node or a leaf-set
+    /// member) is the root of, as far as this node knows.
+    pub fn range(&self, node: Id) -> Option<(Id, Id)> {
+        self.core.leaf.range_of(node)
+    }
+
+    /// Where this node would send a message for `key` now: `None` to deliver here (or hold
+    /// it, if the node is not active or lacks a route), `Some(next hop)` otherwise.
+    pub fn next_hop(&self, key: Id) -> Option<NodeHandle<A>> {
+        match crate::next_hop(
+            key,
+            self.core.me.id,
+            &self.core.leaf,
+            &self.core.table,
+            None,
+        ) {
+            crate::NextHop::Forward(p, _) => Some(p.handle.clone()),
+            _ => None,
+        }
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> &Counters {
+        &self.core.counters
+    }
+
+    /// Largest application payload [`Node::route`] and [`Node::send_direct`] accept.
+    pub fn max_payload(&self) -> usize {
+        self.core.max_payload
+    }
+
+    /// Messages waiting here for a route.
+    pub fn held_len(&self) -> usize {
+        self.core.held.len()
+    }
+
+    /// Bytes of memory this node's state occupies: the node itself plus what its tables,
+    /// queues and caches hold on the heap (by capacity).
+    pub fn state_bytes(&self) -> usize {
+        self.memory().total()
+    }
+
+    /// Where [`Node::state_bytes`] goes, part by part.
+    pub fn memory(&self) -> Memory {
+        let c = &self.core;
+        let leaf_spill = if c.leaf.half() > 8 {
+            2 * c.leaf.half() * core::mem::size_of::<crate::leafset::LeafEntry<A>>()
+        } else {
+            0
+        };
+        Memory {
+            node: core::mem::size_of::<Self>() + leaf_spill,
+            routing_table: c.table.heap_bytes(),
+            timers: c.timers.capacity() * core::mem::size_of::<Timer<A>>(),
+            queues: c.transmits.capacity() * core::mem::size_of::<Transmit<A>>()
+                + c.transmits
+                    .iter()
+                    .map(|t| t.contents.capacity())
+                    .sum::<usize>()
+                + c.events.capacity() * core::mem::size_of::<Event<A>>()
+                + c.held.capacity() * core::mem::size_of::<routing::Held<A>>(),
+            in_flight: c.in_flight.capacity()
+                * (core::mem::size_of::<(u32, routing::InFlight<A>)>() + 1)
+                + c.in_flight.values().map(|f| f.heap_bytes()).sum::<usize>(),
+            probes: c.probes.capacity()
+                * (core::mem::size_of::<(A, membership::ProbeState<A>)>() + 1)
+                + c.probes.values().map(|p| p.heap_bytes()).sum::<usize>()
+                + c.pending_leaf.capacity() * core::mem::size_of::<Id>(),
+            caches: c.seen.heap_bytes()
+                + c.verified.capacity() * core::mem::size_of::<A>()
+                + c.dead.capacity() * core::mem::size_of::<(Id, Instant)>()
+                + self.apps.capacity() * core::mem::size_of::<AppSlot<A>>(),
+        }
+    }
+
+    /// Checks the node's structural invariants: leaf-set sides sorted, bounded and free of
+    /// our own id; routing-table entries in their cells; queues within their bounds.
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        self.core.check_invariants()
+    }
+}
+
+impl<A: Address> Core<A> {
+    pub(crate) fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Active)
+    }
+
+    pub(crate) fn check_payload(&self, len: usize) -> Result<(), RouteError> {
+        if len > self.max_payload {
+            return Err(RouteError::PayloadTooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_routable(&self) -> Result<(), RouteError> {
+        match self.phase {
+            Phase::Joining { .. } | Phase::Active => Ok(()),
+            _ => Err(RouteError::NotJoined),
+        }
+    }
+
+    pub(crate) fn next_message_id(&mut self) -> MessageId {
+        let seq = self.next_msg_seq;
+        self.next_msg_seq = self.next_msg_seq.wrapping_add(1);
+        MessageId {
+            origin: self.me.id,
+            seq,
+        }
+    }
+
+    /// Gives back memory of a map that emptied out after a burst (a join probes dozens of
+    /// nodes; a node then idles with a handful of entries).
+    pub(crate) fn trim<K: Eq + core::hash::Hash, V>(map: &mut Map<K, V>) {
+        if map.is_empty() {
+            map.shrink_to_fit();
+        } else if map.capacity() > 8 && map.len() < map.capacity() / 4 {
+            map.shrink_to(map.len() * 2);
+        }
+    }
+
+    pub(crate) fn next_hop_seq(&mut self) -> u32 {
+        let s = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        s
+    }
+
+    pub(crate) fn random(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    /// A duration in `[base * (1 - spread), base]`, so that periodic work spreads out.
+    pub(crate) fn jitter(
+        &mut self,
+        base: core::time::Duration,
+        spread_percent: u64,
+    ) -> core::time::Duration {
+        let micros = u64::try_from(base.as_micros()).unwrap_or(u64::MAX);
+        let cut = micros / 100 * spread_percent;
+        let off = if cut == 0 { 0 } else { self.random() % cut };
+        core::time::Duration::from_micros(micros - off)
+    }
+
+    pub(crate) fn schedule(&mut self, at: Instant, kind: TimerKind<A>) {
+        self.timer_seq += 1;
+        self.timers.push(Timer {
+            at,
+            seq: self.timer_seq,
+            kind,
+        });
+    }
+
+    pub(crate) fn schedule_app_timer(&mut self, at: Instant, slot: usize, token: u64) {
+        self.schedule(at, TimerKind::App { slot, token });
+    }
+
+    pub(crate) fn event(&mut self, e: Event<A>) {
+        self.events.push_back(e);
+    }
+
+    /// Hands a datagram to the caller.
+    pub(crate) fn transmit(&mut self, to: A, bytes: Vec<u8>, control: bool) {
+        self.counters.datagrams_out += 1;
+        self.counters.bytes_out += bytes.len() as u64;
+        if control {
+            self.counters.control_out += 1;
+            self.counters.control_bytes_out += bytes.len() as u64;
+        }
+        self.transmits.push_back(Transmit {
+            destination: to,
+            contents: bytes,
+        });
+    }
+
+    pub(crate) fn encode(&self, message: Message<A>) -> Vec<u8> {
+        Datagram::new(self.me.id, message).to_bytes()
+    }
+
+    /// Whether `addr` answered a probe of ours (so sending it more than a reply's worth is
+    /// not an amplification risk).
+    pub(crate) fn is_verified(&self, id: Id, addr: &A) -> bool {
+        let known = |p: &crate::Peer<A>| p.is_verified() && &p.handle.addr == addr;
+        self.leaf.get(id).is_some_and(known)
+            || self.table.find(id).is_some_and(known)
+            || self.verified.contains(addr)
+    }
+
+    pub(crate) fn remember_verified(&mut self, id: Id, addr: &A) {
+        let mark = |p: &mut crate::Peer<A>| {
+            if &p.handle.addr == addr {
+                p.set_flag(crate::peer::VERIFIED, true);
+            }
+        };
+        self.leaf.update(id, |e| mark(&mut e.peer));
+        self.table.update(id, mark);
+        if !self.verified.contains(addr) {
+            if self.verified.len() >= VERIFIED_CACHE {
+                self.verified.pop_front();
+            }
+            self.verified.push_back(addr.clone());
+        }
+    }
+
+    pub(crate) fn recently_dead(&mut self, id: Id, now: Instant) -> bool {
+        let memory = self.cfg.failure_timeout * 5;
+        while let Some(&(_, t)) = self.dead.front() {
+            if now - t <= memory {
+                break;
+            }
+            self.dead.pop_front();
+        }
+        self.dead.iter().any(|(d, _)| *d == id)
+    }
+
+    pub(crate) fn mark_dead(&mut self, id: Id, now: Instant) {
+        self.dead.retain(|(d, _)| *d != id);
+        if self.dead.len() >= DEAD_MEMORY {
+            self.dead.pop_front();
+        }
+        self.dead.push_back((id, now));
+    }
+
+    pub(crate) fn forget_dead(&mut self, id: Id) -> bool {
+        let before = self.dead.len();
+        self.dead.retain(|(d, _)| *d != id);
+        before != self.dead.len()
+    }
+
+    /// Calls `f` on every registered application with a context.
+    pub(crate) fn upcall_all(
+        &mut self,
+        now: Instant,
+        apps: &mut Apps<A>,
+        mut f: impl FnMut(&mut dyn Application<A>, &mut Context<'_, A>),
+    ) {
+        for (slot, s) in apps.iter_mut().enumerate() {
+            let mut ctx = Context {
+                core: self,
+                app: s.id,
+                slot,
+                now,
+            };
+            f(s.app.as_mut(), &mut ctx);
+        }
+    }
+
+    pub(crate) fn leaf_changed(
+        &mut self,
+        now: Instant,
+        apps: &mut Apps<A>,
+        node: NodeHandle<A>,
+        change: LeafChange,
+    ) {
+        self.upcall_all(now, apps, |app, ctx| app.update(ctx, &node, change));
+        self.event(Event::LeafSet { node, change });
+    }
+
+    fn dispatch(&mut self, now: Instant, from: A, d: Datagram<A>, len: usize, apps: &mut Apps<A>) {
+        let sender = NodeHandle::new(d.sender, from);
+        self.heard_from(now, &sender);
+        if let Phase::Leaving { .. } = self.phase {
+            // A leaving node collects the acknowledgements of its goodbyes and answers anything
+            // else with a goodbye (sequence 0: not retransmitted), so that nobody waits for it.
+            match d.message {
+                Message::Ack { seq } => self.on_ack(now, &sender, seq, apps),
+                Message::Leave { .. } => {}
+                _ => self.answer_with_leave(&sender, len),
+            }
+            return;
+        }
+        match d.message {
+            Message::Probe {
+                nonce,
+                leaf,
+                failed,
+                ..
+            } => self.on_probe(
+                now,
+                sender,
+                len,
+                membership::Probe {
+                    nonce,
+                    leaf,
+                    failed,
+                },
+                apps,
+            ),
+            Message::ProbeReply { nonce, leaf } => {
+                self.on_probe_reply(now, sender, nonce, leaf, apps)
+            }
+            Message::Heartbeat { leaf } => self.on_heartbeat(now, sender, leaf, apps),
+            Message::Route(msg) => self.on_route(now, sender, msg, apps),
+            Message::Ack { seq } => self.on_ack(now, &sender, seq, apps),
+            Message::Direct {
+                seq,
+                msg_seq,
+                app,
+                payload,
+            } => self.on_direct(
+                now,
+                sender,
+                seq,
+                routing::Direct {
+                    msg_seq,
+                    app,
+                    payload,
+                },
+                apps,
+            ),
+            Message::JoinRequest => self.on_join_request(now, sender, apps),
+            Message::JoinReply { leaf } => self.on_join_reply(now, sender, leaf, apps),
+            Message::RowRequest { row, .. } => self.on_row_request(sender, len, row),
+            Message::Rows { rows } => self.on_rows(now, sender, rows),
+            Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
+        }
+    }
+
+    fn fire(&mut self, now: Instant, t: Timer<A>, apps: &mut Apps<A>) {
+        if matches!(self.phase, Phase::Leaving { .. })
+            && !matches!(t.kind, TimerKind::Retransmit(_) | TimerKind::Leave)
+        {
+            return;
+        }
+        match t.kind {
+            TimerKind::Heartbeat => {
+                if t.at == self.heartbeat_at {
+                    self.on_heartbeat_timer(now, apps);
+                }
+            }
+            TimerKind::Maintenance => {
+                if t.at == self.maintenance_at {
+                    self.on_maintenance_timer(now);
+                }
+            }
+            TimerKind::Retransmit(seq) => self.on_retransmit_timer(now, t.at, seq, apps),
+            TimerKind::Probe(addr) => self.on_probe_timer(now, t.at, addr, apps),
+            TimerKind::Join => self.on_join_timer(now, t.at, apps),
+            TimerKind::Hold => self.on_hold_timer(now, t.at),
+            TimerKind::Leave => self.on_leave_timer(now, t.at),
+            TimerKind::App { slot, token } => {
+                if let Some(s) = apps.get_mut(slot) {
+                    let mut ctx = Context {
+                        core: self,
+                        app: s.id,
+                        slot,
+                        now,
+                    };
+                    s.app.timer(&mut ctx, token);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check_invariants(&self) -> Result<(), &'static str> {
+        use crate::leafset::Side;
+        let own = self.me.id;
+        for side in [Side::Cw, Side::Ccw] {
+            let ids: Vec<Id> = self.leaf.side_peers(side).map(|p| p.id()).collect();
+            if ids.len() > self.leaf.half() {
+                return Err("leaf-set side over capacity");
+            }
+            if ids.contains(&own) {
+                return Err("leaf set holds our own id");
+            }
+            let dist = |id: Id| match side {
+                Side::Cw => own.cw_distance(id),
+                Side::Ccw => id.cw_distance(own),
+            };
+            if ids.windows(2).any(|w| dist(w[0]) >= dist(w[1])) {
+                return Err("leaf-set side not strictly ordered by distance");
+            }
+        }
+        self.table.check()?;
+        if self.table.entries().any(|p| p.id() == own) {
+            return Err("routing table holds our own id");
+        }
+        if self.held.len() > self.cfg.max_held {
+            return Err("held messages over bound");
+        }
+        if self.in_flight.len() > self.cfg.max_in_flight {
+            return Err("messages in flight over bound");
+        }
+        if self.probes.len() > self.cfg.max_probes {
+            return Err("probes over bound");
+        }
+        if self.verified.len() > VERIFIED_CACHE || self.dead.len() > DEAD_MEMORY {
+            return Err("cache over bound");
+        }
+        Ok(())
+    }
+}
+
+/// Turns the route body of an application message into what applications see.
+pub(crate) fn app_view<A: Clone>(msg: &RouteMsg<A>) -> Option<RouteMessage<A>> {
+    match &msg.body {
+        crate::wire::RouteBody::App { app, payload } => Some(RouteMessage {
+            id: MessageId {
+                origin: msg.origin.id,
+                seq: msg.msg_seq,
+            },
+            origin: msg.origin.clone(),
+            key: msg.key,
+            app: *app,
+            hops: msg.hops,
+            payload: payload.clone(),
+        }),
+        _ => None,
+    }
+}

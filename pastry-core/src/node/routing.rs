@@ -1,0 +1,568 @@
+//! Routing: the forwarding path, per-hop acknowledgements and retransmission, rerouting
+//! around silent hops, messages held until a route exists, and delivery.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::{Apps, Core, Event, Phase, RouteFailure, TimerKind, app_view};
+use crate::app::{Context, Forward, MessageId, RouteMessage};
+use crate::route::{NextHop, Via, next_hop};
+use crate::wire::{Message, RouteBody, RouteMsg, encode_route};
+use crate::{Address, Id, Instant, NodeHandle};
+
+fn wire_overhead() -> usize {
+    crate::wire::HEADER_LEN + 4
+}
+
+/// Routes in a consistent overlay take at most one hop per digit plus the leaf-set hop; a
+/// message past this bound is circling through inconsistent state and is dropped.
+pub(crate) const MAX_HOPS: u8 = 200;
+
+pub(crate) enum FlightKind<A> {
+    Route {
+        msg: RouteMsg<A>,
+        via: Via,
+    },
+    Direct {
+        id: MessageId,
+        app: u16,
+        payload: Vec<u8>,
+    },
+    Leave,
+}
+
+/// A message sent to one next hop and not yet acknowledged.
+pub(crate) struct InFlight<A> {
+    pub(crate) to: NodeHandle<A>,
+    pub(crate) kind: FlightKind<A>,
+    attempts: u8,
+    sent_at: Instant,
+    /// `Instant::MAX` while the destination's address is being verified.
+    deadline: Instant,
+}
+
+impl<A> InFlight<A> {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.kind {
+            FlightKind::Route { msg, .. } => match &msg.body {
+                RouteBody::App { payload, .. } => payload.capacity(),
+                _ => 0,
+            },
+            FlightKind::Direct { payload, .. } => payload.capacity(),
+            FlightKind::Leave => 0,
+        }
+    }
+
+    pub(crate) fn is_leave(&self) -> bool {
+        matches!(self.kind, FlightKind::Leave)
+    }
+}
+
+/// A direct message as received.
+pub(crate) struct Direct {
+    pub(crate) msg_seq: u32,
+    pub(crate) app: u16,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// A message waiting here for a route, for this node to become active, or for a suspected
+/// leaf-set member to be confirmed alive or dead.
+pub(crate) struct Held<A> {
+    msg: RouteMsg<A>,
+    expires: Instant,
+}
+
+enum Decision<A> {
+    Deliver,
+    Hold,
+    Forward(NodeHandle<A>, Via),
+}
+
+impl<A: Address> Core<A> {
+    /// Starts routing a message this node originates.
+    pub(crate) fn route_new(
+        &mut self,
+        now: Instant,
+        apps: &mut Apps<A>,
+        id: MessageId,
+        app: u16,
+        key: Id,
+        payload: Vec<u8>,
+    ) {
+        let msg = RouteMsg {
+            seq: 0,
+            origin: self.me.clone(),
+            msg_seq: id.seq,
+            key,
+            hops: 0,
+            body: RouteBody::App { app, payload },
+        };
+        self.seen.insert(now, id.origin, id.seq);
+        self.process_route(now, apps, msg, true, None);
+    }
+
+    pub(crate) fn on_route(
+        &mut self,
+        now: Instant,
+        sender: NodeHandle<A>,
+        mut msg: RouteMsg<A>,
+        apps: &mut Apps<A>,
+    ) {
+        // Acknowledge every copy, so that a sender whose acknowledgement was lost stops
+        // retransmitting; forward only the first.
+        let ack = self.encode(Message::Ack { seq: msg.seq });
+        self.transmit(sender.addr, ack, true);
+        if !self.seen.insert(now, msg.origin.id, msg.msg_seq) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        msg.hops = msg.hops.saturating_add(1);
+        if msg.hops > MAX_HOPS {
+            self.route_failed(&msg, RouteFailure::HopLimit);
+            return;
+        }
+        self.process_route(now, apps, msg, true, None);
+    }
+
+    fn decide(&self, msg: &RouteMsg<A>) -> Decision<A> {
+        let exclude = match &msg.body {
+            RouteBody::Join { joiner, .. } => Some(joiner.id),
+            _ => None,
+        };
+        match next_hop(msg.key, self.me.id, &self.leaf, &self.table, exclude) {
+            NextHop::Local if self.is_active() => Decision::Deliver,
+            NextHop::Local | NextHop::NoRoute => Decision::Hold,
+            // A suspected leaf-set member may still be the key's root: wait for the verdict.
+            NextHop::Forward(p, _) if p.is_suspect() => Decision::Hold,
+            NextHop::Forward(p, via) => Decision::Forward(p.handle.clone(), via),
+        }
+    }
+
+    /// Decides what to do with a message at this node and does it. `upcall` says whether the
+    /// forward upcall runs (not when a message is merely resent around a silent hop).
+    /// `expires` carries a held message's original deadline.
+    pub(crate) fn process_route(
+        &mut self,
+        now: Instant,
+        apps: &mut Apps<A>,
+        mut msg: RouteMsg<A>,
+        upcall: bool,
+        expires: Option<Instant>,
+    ) {
+        if let RouteBody::Join { joiner, next_row } = &mut msg.body {
+            if joiner.id == self.me.id {
+                return;
+            }
+            // Every node on a join's path gives the joiner the rows it has in common with it.
+            let shared = self.me.id.shared_prefix_len(joiner.id, self.cfg.b);
+            if usize::from(*next_row) <= shared && self.is_active() {
+                let first = usize::from(*next_row);
+                *next_row = u8::try_from(shared + 1).unwrap_or(u8::MAX);
+                let joiner = joiner.clone();
+                self.send_rows(now, &joiner, first..=shared);
+            }
+        }
+        match self.decide(&msg) {
+            Decision::Deliver => self.deliver(now, apps, msg),
+            Decision::Hold => self.hold(now, msg, expires),
+            Decision::Forward(next, via) => self.forward(now, apps, msg, next, via, upcall),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        now: Instant,
+        apps: &mut Apps<A>,
+        mut msg: RouteMsg<A>,
+        mut next: NodeHandle<A>,
+        mut via: Via,
+        upcall: bool,
+    ) {
+        if upcall && let RouteBody::App { app, payload } = &mut msg.body {
+            let app_id = *app;
+            if let Some(slot) = apps.iter().position(|s| s.id == app_id) {
+                let mut view = RouteMessage {
+                    id: MessageId {
+                        origin: msg.origin.id,
+                        seq: msg.msg_seq,
+                    },
+                    origin: msg.origin.clone(),
+                    key: msg.key,
+                    app: app_id,
+                    hops: msg.hops,
+                    payload: core::mem::take(payload),
+                };
+                let chosen = next.id;
+                let verdict = {
+                    let mut ctx = Context {
+                        core: self,
+                        app: app_id,
+                        slot,
+                        now,
+                    };
+                    apps[slot].app.forward(&mut ctx, &mut view, &mut next)
+                };
+                *payload = view.payload;
+                if verdict == Forward::Stop {
+                    return;
+                }
+                if next.id == self.me.id {
+                    self.deliver(now, apps, msg);
+                    return;
+                }
+                if next.id != chosen {
+                    // The application chose the hop; if it stays silent, route normally.
+                    via = Via::Table;
+                }
+            }
+        }
+        self.counters.forwarded += 1;
+        self.send_route(now, msg, next, via);
+    }
+
+    fn deliver(&mut self, now: Instant, apps: &mut Apps<A>, msg: RouteMsg<A>) {
+        match msg.body {
+            RouteBody::Join { joiner, .. } => self.send_join_reply(now, &joiner),
+            RouteBody::App { app, payload } => {
+                self.counters.delivered += 1;
+                let view = RouteMessage {
+                    id: MessageId {
+                        origin: msg.origin.id,
+                        seq: msg.msg_seq,
+                    },
+                    origin: msg.origin,
+                    key: msg.key,
+                    app,
+                    hops: msg.hops,
+                    payload,
+                };
+                match apps.iter().position(|s| s.id == app) {
+                    Some(slot) => {
+                        let mut ctx = Context {
+                            core: self,
+                            app,
+                            slot,
+                            now,
+                        };
+                        apps[slot].app.deliver(&mut ctx, view);
+                    }
+                    None => self.event(Event::Deliver(view)),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn route_failed(&mut self, msg: &RouteMsg<A>, reason: RouteFailure) {
+        self.counters.route_failures += 1;
+        if let Some(view) = app_view(msg) {
+            self.event(Event::RouteFailed {
+                id: view.id,
+                key: view.key,
+                reason,
+            });
+        }
+    }
+
+    fn hold(&mut self, now: Instant, msg: RouteMsg<A>, expires: Option<Instant>) {
+        if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
+            self.route_failed(&msg, RouteFailure::NodeLeft);
+            return;
+        }
+        if self.held.len() >= self.cfg.max_held {
+            self.route_failed(&msg, RouteFailure::Overloaded);
+            return;
+        }
+        let expires = expires.unwrap_or(now + self.cfg.hold_timeout);
+        if expires <= now {
+            self.route_failed(&msg, RouteFailure::HoldTimeout);
+            return;
+        }
+        self.counters.held += 1;
+        self.held.push(Held { msg, expires });
+        if self.hold_timer.is_none_or(|t| t > expires) {
+            self.hold_timer = Some(expires);
+            self.schedule(expires, TimerKind::Hold);
+        }
+    }
+
+    /// Re-examines every held message: the state that held it may have changed.
+    pub(crate) fn retry_held(&mut self, now: Instant, apps: &mut Apps<A>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = core::mem::take(&mut self.held);
+        for h in held {
+            // Upcall: a held message has not been forwarded from here yet.
+            self.process_route(now, apps, h.msg, true, Some(h.expires));
+        }
+        if self.held.is_empty() {
+            self.held.shrink_to_fit();
+        }
+    }
+
+    pub(crate) fn on_hold_timer(&mut self, now: Instant, at: Instant) {
+        if self.hold_timer != Some(at) {
+            return;
+        }
+        self.hold_timer = None;
+        let (expired, kept): (Vec<_>, Vec<_>) = core::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.expires <= now);
+        self.held = kept;
+        for h in expired {
+            self.route_failed(&h.msg, RouteFailure::HoldTimeout);
+        }
+        if let Some(next) = self.held.iter().map(|h| h.expires).min() {
+            self.hold_timer = Some(next);
+            self.schedule(next, TimerKind::Hold);
+        } else {
+            self.held.shrink_to_fit();
+        }
+    }
+
+    pub(crate) fn fail_all_held(&mut self, reason: RouteFailure) {
+        for h in core::mem::take(&mut self.held) {
+            self.route_failed(&h.msg, reason);
+        }
+        self.hold_timer = None;
+    }
+
+    fn send_route(&mut self, now: Instant, msg: RouteMsg<A>, to: NodeHandle<A>, via: Via) {
+        if self.in_flight.len() >= self.cfg.max_in_flight {
+            self.route_failed(&msg, RouteFailure::Overloaded);
+            return;
+        }
+        self.send_flight(now, to, FlightKind::Route { msg, via });
+    }
+
+    pub(crate) fn send_direct(
+        &mut self,
+        now: Instant,
+        id: MessageId,
+        app: u16,
+        to: NodeHandle<A>,
+        payload: Vec<u8>,
+    ) {
+        if self.in_flight.len() >= self.cfg.max_in_flight {
+            self.event(Event::SendFailed { id, to });
+            return;
+        }
+        self.send_flight(now, to, FlightKind::Direct { id, app, payload });
+    }
+
+    /// Sends a message that expects a per-hop acknowledgement, verifying the destination's
+    /// address first if it has never answered us.
+    pub(crate) fn send_flight(&mut self, now: Instant, to: NodeHandle<A>, mut kind: FlightKind<A>) {
+        let seq = self.next_hop_seq();
+        if let FlightKind::Route { msg, .. } = &mut kind {
+            msg.seq = seq;
+        }
+        // A goodbye is small and goes only to leaf-set members, which contacted us first; a
+        // leaving node no longer waits for anyone's address to be verified.
+        let verified = matches!(kind, FlightKind::Leave) || self.is_verified(to.id, &to.addr);
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                to: to.clone(),
+                kind,
+                attempts: 1,
+                sent_at: now,
+                deadline: Instant::MAX,
+            },
+        );
+        if verified {
+            self.transmit_flight(now, seq);
+        } else {
+            self.verify_then_flight(now, &to, seq);
+        }
+    }
+
+    /// (Re)transmits a message in flight and arms its retransmission timer.
+    pub(crate) fn transmit_flight(&mut self, now: Instant, seq: u32) {
+        let Some(f) = self.in_flight.get(&seq) else {
+            return;
+        };
+        let (bytes, control) = match &f.kind {
+            FlightKind::Route { msg, .. } => (
+                encode_route(self.me.id, msg),
+                !matches!(msg.body, RouteBody::App { .. }),
+            ),
+            FlightKind::Direct { id, app, payload } => (
+                self.encode(Message::Direct {
+                    seq,
+                    msg_seq: id.seq,
+                    app: *app,
+                    payload: payload.clone(),
+                }),
+                false,
+            ),
+            FlightKind::Leave => {
+                let leaf =
+                    self.leaf_msg(Some(f.to.id), self.cfg.max_datagram_size - wire_overhead());
+                (self.encode(Message::Leave { seq, leaf }), true)
+            }
+        };
+        let to = f.to.addr.clone();
+        let rto = self.rto_for(f.to.id, f.attempts);
+        let deadline = now + rto;
+        if let Some(f) = self.in_flight.get_mut(&seq) {
+            if f.attempts == 1 {
+                f.sent_at = now;
+            }
+            f.deadline = deadline;
+        }
+        self.schedule(deadline, TimerKind::Retransmit(seq));
+        self.transmit(to, bytes, control);
+    }
+
+    /// The retransmission timeout towards `id` for the given attempt (exponential backoff).
+    pub(crate) fn rto_for(&self, id: Id, attempt: u8) -> Duration {
+        let base = self
+            .leaf
+            .get(id)
+            .or_else(|| self.table.find(id))
+            .map_or(self.cfg.rto_initial, |p| p.rtt.rto(&self.cfg));
+        let factor = 1u32 << u32::from(attempt.saturating_sub(1)).min(16);
+        base.saturating_mul(factor).min(self.cfg.rto_max)
+    }
+
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        sender: &NodeHandle<A>,
+        seq: u32,
+        apps: &mut Apps<A>,
+    ) {
+        match self.in_flight.get(&seq) {
+            Some(f) if f.to.addr == sender.addr && f.deadline != Instant::MAX => {}
+            _ => return,
+        }
+        let Some(f) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        if f.attempts == 1 {
+            self.rtt_sample(f.to.id, &f.to.addr, now - f.sent_at);
+        }
+        Self::trim(&mut self.in_flight);
+        if f.is_leave() {
+            self.check_leave_done(now);
+        }
+        let _ = apps;
+    }
+
+    pub(crate) fn on_retransmit_timer(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        seq: u32,
+        apps: &mut Apps<A>,
+    ) {
+        let Some(f) = self.in_flight.get_mut(&seq) else {
+            return;
+        };
+        if f.deadline != at {
+            return;
+        }
+        let first_hop_rule = matches!(
+            f.kind,
+            FlightKind::Route {
+                via: Via::Table | Via::Rare,
+                ..
+            }
+        );
+        if !first_hop_rule && f.attempts <= self.cfg.max_retransmits {
+            f.attempts += 1;
+            self.counters.retransmitted += 1;
+            self.transmit_flight(now, seq);
+            return;
+        }
+        if first_hop_rule {
+            self.counters.rerouted += 1;
+        }
+        let to = f.to.clone();
+        // A table hop is one of many ways towards the key: route around it at once. A leaf-set
+        // hop may be the key's root, so it is retried and then waited for (see `decide`).
+        if !f.is_leave() {
+            self.suspect(now, &to, false);
+        }
+        self.flight_failed(now, seq, apps);
+    }
+
+    /// The destination of a message in flight did not answer: reroute, report or drop it.
+    pub(crate) fn flight_failed(&mut self, now: Instant, seq: u32, apps: &mut Apps<A>) {
+        let Some(f) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        Self::trim(&mut self.in_flight);
+        match f.kind {
+            FlightKind::Route { msg, .. } => self.process_route(now, apps, msg, false, None),
+            FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
+            FlightKind::Leave => self.check_leave_done(now),
+        }
+    }
+
+    /// Sends every message in flight to `id` elsewhere (the node is gone).
+    pub(crate) fn reroute_flights_to(&mut self, now: Instant, id: Id, apps: &mut Apps<A>) {
+        let mut seqs: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.to.id == id)
+            .map(|(s, _)| *s)
+            .collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            self.flight_failed(now, seq, apps);
+        }
+    }
+
+    pub(crate) fn has_leave_flights(&self) -> bool {
+        self.in_flight.values().any(InFlight::is_leave)
+    }
+
+    pub(crate) fn clear_flights(&mut self) {
+        self.in_flight.clear();
+        self.in_flight.shrink_to_fit();
+    }
+
+    pub(crate) fn on_direct(
+        &mut self,
+        now: Instant,
+        sender: NodeHandle<A>,
+        seq: u32,
+        direct: Direct,
+        apps: &mut Apps<A>,
+    ) {
+        let Direct {
+            msg_seq,
+            app,
+            payload,
+        } = direct;
+        let ack = self.encode(Message::Ack { seq });
+        self.transmit(sender.addr.clone(), ack, true);
+        if !self.seen.insert(now, sender.id, msg_seq) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        let id = MessageId {
+            origin: sender.id,
+            seq: msg_seq,
+        };
+        match apps.iter().position(|s| s.id == app) {
+            Some(slot) => {
+                let mut ctx = Context {
+                    core: self,
+                    app,
+                    slot,
+                    now,
+                };
+                apps[slot].app.direct(&mut ctx, &sender, payload);
+            }
+            None => self.event(Event::Direct {
+                id,
+                from: sender,
+                app,
+                payload,
+            }),
+        }
+    }
+}

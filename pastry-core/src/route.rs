@@ -1,0 +1,95 @@
+//! The routing decision, as a pure function of a node's state.
+
+use crate::{Id, LeafSet, Peer, RoutingTable};
+
+/// Which rule chose the next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The key is within the leaf set's span; the hop is the numerically closest node.
+    LeafSet,
+    /// The routing-table cell for the key's next digit.
+    Table,
+    /// The rare case: no cell, but a known node shares at least as long a prefix with the key
+    /// and is numerically closer.
+    Rare,
+}
+
+/// Where a message for a key goes from here.
+#[derive(Debug)]
+pub enum NextHop<'a, A> {
+    /// This node is the numerically closest node it knows of: deliver here.
+    Local,
+    /// Forward to this node.
+    Forward(&'a Peer<A>, Via),
+    /// The key is outside the leaf set's span and no known node is closer (a leaf-set side was
+    /// emptied by failures): hold the message until repair.
+    NoRoute,
+}
+
+/// Chooses the next hop for `key` at the node `own`.
+///
+/// 1. If the key lies within the leaf set's span, the hop is the numerically closest among the
+///    members and us (`Local` if that is us). Suspected members are *not* skipped here: the
+///    caller waits for the suspicion to resolve, because rerouting around a live root would
+///    deliver at the wrong node.
+/// 2. Otherwise the routing-table cell `[shared prefix][next digit of key]`, unless empty or
+///    suspect.
+/// 3. Otherwise any known node (leaf set or table) that shares at least as long a prefix with
+///    the key as we do and is numerically closer; the closest such node.
+/// 4. Otherwise `NoRoute`.
+///
+/// `exclude` is never chosen (a joining node is not the root of its own join).
+///
+/// Every forward makes progress: rule 2 lengthens the shared prefix, rule 3 keeps or
+/// lengthens it while getting strictly closer, and rule 1 moves strictly closer to the key
+/// onto the node that is closest among those this node knows.
+///
+/// ```
+/// use pastry_core::{next_hop, Id, LeafSet, NextHop, RoutingTable};
+/// let own = Id::new(1000);
+/// let leaf: LeafSet<u32> = LeafSet::new(own, 16);
+/// let table = RoutingTable::new(own, 4);
+/// // Alone, every key is ours.
+/// assert!(matches!(next_hop(Id::new(5), own, &leaf, &table, None), NextHop::Local));
+/// ```
+pub fn next_hop<'a, A: Clone + PartialEq>(
+    key: Id,
+    own: Id,
+    leaf: &'a LeafSet<A>,
+    table: &'a RoutingTable<A>,
+    exclude: Option<Id>,
+) -> NextHop<'a, A> {
+    if leaf.in_range(key) {
+        return match leaf.closest_member(key, exclude) {
+            Some(p) if key.is_closer(p.id(), own) => NextHop::Forward(p, Via::LeafSet),
+            _ => NextHop::Local,
+        };
+    }
+    let b = table.b();
+    let p = own.shared_prefix_len(key, b);
+    if let Some(peer) = table.get(p, key.digit(p, b))
+        && !peer.is_suspect()
+        && Some(peer.id()) != exclude
+    {
+        return NextHop::Forward(peer, Via::Table);
+    }
+    let usable = |c: &&Peer<A>| {
+        !c.is_suspect()
+            && Some(c.id()) != exclude
+            && c.id().shared_prefix_len(key, b) >= p
+            && key.is_closer(c.id(), own)
+    };
+    let best = leaf
+        .members()
+        .filter(usable)
+        .chain(
+            (p..table.row_count())
+                .flat_map(|r| table.row(r))
+                .filter(usable),
+        )
+        .min_by(|x, y| key.cmp_closeness(x.id(), y.id()));
+    match best {
+        Some(peer) => NextHop::Forward(peer, Via::Rare),
+        None => NextHop::NoRoute,
+    }
+}

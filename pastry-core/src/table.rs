@@ -1,0 +1,273 @@
+//! The routing table: `ceil(128 / b)` rows of `2^b` cells, stored sparsely.
+
+use alloc::vec::Vec;
+
+use crate::{Id, Peer};
+
+#[derive(Clone, Debug)]
+struct Row<A> {
+    /// Bit `c` is set when column `c` holds a node.
+    mask: u16,
+    /// The occupied cells in column order.
+    cells: Vec<Peer<A>>,
+}
+
+impl<A> Row<A> {
+    fn index(&self, col: u8) -> usize {
+        (self.mask & ((1u16 << col) - 1)).count_ones() as usize
+    }
+
+    fn get(&self, col: u8) -> Option<&Peer<A>> {
+        (self.mask & (1 << col) != 0).then(|| &self.cells[self.index(col)])
+    }
+}
+
+/// What an insertion did to the routing table.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TableInsert<A> {
+    /// The cell was empty.
+    Added,
+    /// The newcomer is nearer (lower round trip) than the node it replaced.
+    Replaced(Peer<A>),
+    /// The node was already there; its address and round trip were refreshed.
+    Updated,
+    /// The cell holds a nearer node (or the id is ours).
+    Kept,
+}
+
+/// Row `r`, column `c` holds a node that shares `r` digits with us and whose next digit is `c`;
+/// among candidates for a cell the one with the lowest measured round trip is kept (proximity
+/// neighbour selection).
+///
+/// Rows are allocated only up to the deepest populated one, and each row stores only its
+/// occupied cells, so memory follows the number of entries (about `log_{2^b} N` full rows).
+///
+/// ```
+/// use pastry_core::{Id, RoutingTable};
+/// let table: RoutingTable<u32> = RoutingTable::new(Id::new(0x1234 << 112), 4);
+/// assert_eq!(table.len(), 0);
+/// assert_eq!(table.cell_of(Id::new(0x1634 << 112)), Some((1, 6)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct RoutingTable<A> {
+    own: Id,
+    b: u8,
+    rows: Vec<Row<A>>,
+}
+
+impl<A: Clone + PartialEq> RoutingTable<A> {
+    /// An empty table for the node `own` with digits of `b` bits.
+    pub fn new(own: Id, b: u8) -> Self {
+        RoutingTable {
+            own,
+            b,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Digit width in bits.
+    pub fn b(&self) -> u8 {
+        self.b
+    }
+
+    /// The `(row, column)` cell where `id` belongs, or `None` for our own id.
+    pub fn cell_of(&self, id: Id) -> Option<(usize, u8)> {
+        if id == self.own {
+            return None;
+        }
+        let r = self.own.shared_prefix_len(id, self.b);
+        Some((r, id.digit(r, self.b)))
+    }
+
+    /// Number of allocated rows (one past the deepest populated row).
+    pub fn row_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The node in a cell.
+    pub fn get(&self, row: usize, col: u8) -> Option<&Peer<A>> {
+        self.rows.get(row).and_then(|r| r.get(col))
+    }
+
+    /// The nodes of one row, in column order.
+    pub fn row(&self, row: usize) -> impl Iterator<Item = &Peer<A>> + '_ {
+        self.rows.get(row).into_iter().flat_map(|r| r.cells.iter())
+    }
+
+    /// Every node in the table, row by row.
+    pub fn entries(&self) -> impl Iterator<Item = &Peer<A>> + '_ {
+        self.rows.iter().flat_map(|r| r.cells.iter())
+    }
+
+    /// Number of nodes in the table.
+    pub fn len(&self) -> usize {
+        self.rows.iter().map(|r| r.cells.len()).sum()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The entry for exactly this id.
+    pub fn find(&self, id: Id) -> Option<&Peer<A>> {
+        let (r, c) = self.cell_of(id)?;
+        self.get(r, c).filter(|p| p.id() == id)
+    }
+
+    /// Applies `f` to the entry for this id, if present.
+    pub(crate) fn update(&mut self, id: Id, f: impl FnOnce(&mut Peer<A>)) -> bool {
+        let Some((r, c)) = self.cell_of(id) else {
+            return false;
+        };
+        let Some(row) = self.rows.get_mut(r) else {
+            return false;
+        };
+        if row.mask & (1 << c) == 0 {
+            return false;
+        }
+        let i = row.index(c);
+        if row.cells[i].id() != id {
+            return false;
+        }
+        f(&mut row.cells[i]);
+        true
+    }
+
+    /// Offers a node for its cell. An empty cell takes it; an occupied cell keeps whichever of
+    /// the two has the lower round trip (an unmeasured node never displaces a measured one,
+    /// and a suspect always yields).
+    pub(crate) fn insert(&mut self, peer: Peer<A>) -> TableInsert<A> {
+        let Some((r, c)) = self.cell_of(peer.id()) else {
+            return TableInsert::Kept;
+        };
+        if self.rows.len() <= r {
+            self.rows.resize_with(r + 1, || Row {
+                mask: 0,
+                cells: Vec::new(),
+            });
+        }
+        let row = &mut self.rows[r];
+        let i = row.index(c);
+        if row.mask & (1 << c) == 0 {
+            row.mask |= 1 << c;
+            row.cells.insert(i, peer);
+            return TableInsert::Added;
+        }
+        let old = &mut row.cells[i];
+        if old.id() == peer.id() {
+            old.handle.addr = peer.handle.addr;
+            if peer.rtt.srtt().is_some() {
+                old.rtt = peer.rtt;
+            }
+            old.flags |= peer.flags & crate::peer::VERIFIED;
+            return TableInsert::Updated;
+        }
+        let better = old.is_suspect() && !peer.is_suspect()
+            || peer.rtt.srtt_micros_or_max() < old.rtt.srtt_micros_or_max();
+        if better {
+            TableInsert::Replaced(core::mem::replace(old, peer))
+        } else {
+            TableInsert::Kept
+        }
+    }
+
+    /// Removes the entry for this id.
+    pub(crate) fn remove(&mut self, id: Id) -> Option<Peer<A>> {
+        let (r, c) = self.cell_of(id)?;
+        let row = self.rows.get_mut(r)?;
+        if row.mask & (1 << c) == 0 {
+            return None;
+        }
+        let i = row.index(c);
+        if row.cells[i].id() != id {
+            return None;
+        }
+        row.mask &= !(1 << c);
+        let p = row.cells.remove(i);
+        while self.rows.last().is_some_and(|r| r.mask == 0) {
+            self.rows.pop();
+        }
+        Some(p)
+    }
+
+    /// Bytes of memory the table holds (row headers and cells, by capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.rows.capacity() * core::mem::size_of::<Row<A>>()
+            + self
+                .rows
+                .iter()
+                .map(|r| r.cells.capacity() * core::mem::size_of::<Peer<A>>())
+                .sum::<usize>()
+    }
+
+    /// Checks the structural invariants: every entry sits in the cell its id belongs to, masks
+    /// agree with the cells, and no trailing row is empty.
+    pub fn check(&self) -> Result<(), &'static str> {
+        for (r, row) in self.rows.iter().enumerate() {
+            if row.mask.count_ones() as usize != row.cells.len() {
+                return Err("row mask disagrees with its cells");
+            }
+            let mut cols = (0..16u8).filter(|c| row.mask & (1 << c) != 0);
+            for p in &row.cells {
+                let col = cols.next().ok_or("row mask disagrees with its cells")?;
+                if self.cell_of(p.id()) != Some((r, col)) {
+                    return Err("entry in the wrong cell");
+                }
+            }
+        }
+        if self.rows.last().is_some_and(|r| r.mask == 0) {
+            return Err("trailing empty row");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NodeHandle, Rtt};
+    use core::time::Duration;
+
+    fn peer(id: u128, rtt_ms: u64) -> Peer<u32> {
+        Peer::verified(
+            NodeHandle::new(Id::new(id), id as u32),
+            Rtt::from_sample(Duration::from_millis(rtt_ms)),
+        )
+    }
+
+    #[test]
+    fn cells_and_proximity() {
+        let own = 0x1234u128 << 112;
+        let mut t = RoutingTable::new(Id::new(own), 4);
+        assert_eq!(t.insert(peer(0x5000 << 112, 50)), TableInsert::Added);
+        assert_eq!(t.insert(peer(0x5100 << 112, 80)), TableInsert::Kept);
+        assert!(matches!(
+            t.insert(peer(0x5200 << 112, 10)),
+            TableInsert::Replaced(p) if p.id() == Id::new(0x5000 << 112)
+        ));
+        assert_eq!(t.insert(peer(0x1239 << 112, 10)), TableInsert::Added);
+        assert_eq!(t.row_count(), 4);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(3, 9).map(|p| p.id()), Some(Id::new(0x1239 << 112)));
+        assert!(t.check().is_ok());
+        assert!(t.remove(Id::new(0x1239 << 112)).is_some());
+        assert_eq!(t.row_count(), 1, "trailing empty rows are freed");
+        assert!(t.remove(Id::new(0x1239 << 112)).is_none());
+        assert_eq!(t.insert(peer(own, 1)), TableInsert::Kept);
+        assert!(t.check().is_ok());
+    }
+
+    #[test]
+    fn suspects_yield_their_cell() {
+        let mut t = RoutingTable::new(Id::new(0), 4);
+        t.insert(peer(0x5000 << 112, 5));
+        t.update(Id::new(0x5000 << 112), |p| {
+            p.set_flag(crate::peer::SUSPECT, true)
+        });
+        assert!(matches!(
+            t.insert(peer(0x5100 << 112, 500)),
+            TableInsert::Replaced(_)
+        ));
+    }
+}

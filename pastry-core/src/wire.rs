@@ -1,0 +1,874 @@
+//! The wire format: every datagram the protocol sends, and a decoder for untrusted bytes.
+//!
+//! `WIRE.md` at the crate root specifies the format byte by byte; this module is the one
+//! implementation of it. Decoding never panics and never allocates more than a bound derived
+//! from the datagram's length; anything truncated, oversized, malformed or of another version
+//! is a [`DecodeError`].
+
+use alloc::vec::Vec;
+
+use crate::{Address, Config, Id, NodeHandle};
+
+/// First byte of every datagram.
+pub const MAGIC: u8 = 0x50;
+/// Protocol version carried in the second byte.
+pub const VERSION: u8 = 1;
+/// Bytes before the message body: magic, version, type, sender id.
+pub const HEADER_LEN: usize = 3 + 16;
+/// Most entries a leaf-set side may carry on the wire (L <= 64).
+pub const MAX_LEAF_SIDE: usize = 32;
+/// Most failed ids one probe may carry.
+pub const MAX_FAILED: usize = 64;
+/// Most rows a `Rows` message may carry (b = 1 gives 128 rows).
+pub const MAX_ROWS: usize = 128;
+/// Most entries a routing-table row may carry on the wire (b <= 4).
+pub const MAX_ROW_ENTRIES: usize = 16;
+
+const T_PROBE: u8 = 1;
+const T_PROBE_REPLY: u8 = 2;
+const T_HEARTBEAT: u8 = 3;
+const T_ROUTE: u8 = 4;
+const T_ACK: u8 = 5;
+const T_DIRECT: u8 = 6;
+const T_JOIN_REQUEST: u8 = 7;
+const T_JOIN_REPLY: u8 = 8;
+const T_ROW_REQUEST: u8 = 9;
+const T_ROWS: u8 = 10;
+const T_LEAVE: u8 = 11;
+
+const BODY_APP: u8 = 0;
+const BODY_JOIN: u8 = 1;
+
+const PROBE_HAS_LEAF: u8 = 1;
+
+/// Why bytes were not accepted as a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The datagram ends inside a field.
+    #[error("datagram truncated")]
+    Truncated,
+    /// The datagram is longer than the configured maximum.
+    #[error("datagram of {len} bytes exceeds the maximum of {max}")]
+    Oversized {
+        /// Length received.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The first byte is not the protocol's magic byte.
+    #[error("not a pastry datagram")]
+    BadMagic,
+    /// The version byte names a version this node does not speak.
+    #[error("unknown protocol version {0}")]
+    UnknownVersion(u8),
+    /// The message type is unknown.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// A field holds a value the format forbids.
+    #[error("malformed datagram: {0}")]
+    Invalid(&'static str),
+}
+
+/// The sender's view of its leaf set: each side nearest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafSetMsg<A> {
+    /// Clockwise side.
+    pub cw: Vec<NodeHandle<A>>,
+    /// Counter-clockwise side.
+    pub ccw: Vec<NodeHandle<A>>,
+}
+
+impl<A> Default for LeafSetMsg<A> {
+    fn default() -> Self {
+        LeafSetMsg {
+            cw: Vec::new(),
+            ccw: Vec::new(),
+        }
+    }
+}
+
+/// A message being routed towards the node numerically closest to its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMsg<A> {
+    /// Per-hop sequence number, echoed by the next hop's acknowledgement.
+    pub seq: u32,
+    /// The node that first sent the message.
+    pub origin: NodeHandle<A>,
+    /// The origin's sequence number: with the origin's id it names the message.
+    pub msg_seq: u32,
+    /// The key the message is routed to.
+    pub key: Id,
+    /// Overlay hops taken so far.
+    pub hops: u8,
+    /// What the message carries.
+    pub body: RouteBody<A>,
+}
+
+/// The contents of a routed message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteBody<A> {
+    /// Application data for the application registered under `app`.
+    App {
+        /// Application id.
+        app: u16,
+        /// Application bytes.
+        payload: Vec<u8>,
+    },
+    /// A join request routed to the joining node's id.
+    Join {
+        /// The joining node.
+        joiner: NodeHandle<A>,
+        /// The first routing-table row not yet sent to the joiner by earlier hops.
+        next_row: u8,
+    },
+}
+
+/// One protocol message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message<A> {
+    /// Liveness / round-trip probe. With a leaf set it is a leaf-set probe: the sender treats
+    /// the receiver as a leaf-set member and wants its leaf set back. `failed` names nodes the
+    /// sender found dead; `padding` (zero bytes) lets a small request earn a full reply under
+    /// the anti-amplification limit.
+    Probe {
+        /// Echoed in the reply.
+        nonce: u32,
+        /// The sender's leaf set, for leaf-set probes.
+        leaf: Option<LeafSetMsg<A>>,
+        /// Ids the sender declared dead.
+        failed: Vec<Id>,
+        /// Number of zero bytes of padding.
+        padding: u16,
+    },
+    /// Answer to a probe.
+    ProbeReply {
+        /// The probe's nonce.
+        nonce: u32,
+        /// The replier's leaf set, when the probe carried one.
+        leaf: Option<LeafSetMsg<A>>,
+    },
+    /// Periodic heartbeat to the two ring neighbours, carrying the sender's leaf set.
+    Heartbeat {
+        /// The sender's leaf set.
+        leaf: LeafSetMsg<A>,
+    },
+    /// A routed message.
+    Route(RouteMsg<A>),
+    /// Per-hop acknowledgement of a `Route`, `Direct` or `Leave`.
+    Ack {
+        /// Sequence number acknowledged.
+        seq: u32,
+    },
+    /// Application data sent straight to one node.
+    Direct {
+        /// Sequence number for the acknowledgement.
+        seq: u32,
+        /// The sender's message counter: with the sender's id it names the message.
+        msg_seq: u32,
+        /// Application id.
+        app: u16,
+        /// Application bytes.
+        payload: Vec<u8>,
+    },
+    /// A new node asks a member to route its join.
+    JoinRequest,
+    /// The root of a join gives the joining node its leaf set.
+    JoinReply {
+        /// The root's leaf set.
+        leaf: LeafSetMsg<A>,
+    },
+    /// Asks for one routing-table row. `padding` (zero bytes) lets the request earn a full
+    /// row under the anti-amplification limit.
+    RowRequest {
+        /// Row index.
+        row: u8,
+        /// Number of zero bytes of padding.
+        padding: u16,
+    },
+    /// Routing-table rows.
+    Rows {
+        /// `(row index, entries)` pairs.
+        rows: Vec<(u8, Vec<NodeHandle<A>>)>,
+    },
+    /// The sender is leaving the overlay. Its leaf set names each receiver's replacement.
+    Leave {
+        /// Sequence number for the acknowledgement.
+        seq: u32,
+        /// The sender's leaf set.
+        leaf: LeafSetMsg<A>,
+    },
+}
+
+impl<A> Message<A> {
+    /// Whether the message is protocol overhead rather than application data.
+    pub fn is_control(&self) -> bool {
+        !matches!(
+            self,
+            Message::Direct { .. }
+                | Message::Route(RouteMsg {
+                    body: RouteBody::App { .. },
+                    ..
+                })
+        )
+    }
+}
+
+/// A decoded datagram: who sent it and what it says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram<A> {
+    /// The sender's node id.
+    pub sender: Id,
+    /// The message.
+    pub message: Message<A>,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn id(&mut self) -> Result<Id, DecodeError> {
+        let b = self.take(16)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        Ok(Id::from_bytes(a))
+    }
+
+    fn addr<A: Address>(&mut self) -> Result<A, DecodeError> {
+        let (a, used) = A::decode(self.buf)?;
+        if used == 0 || used > self.buf.len() {
+            return Err(DecodeError::Invalid("address length"));
+        }
+        self.buf = &self.buf[used..];
+        Ok(a)
+    }
+
+    fn handle<A: Address>(&mut self) -> Result<NodeHandle<A>, DecodeError> {
+        let id = self.id()?;
+        let addr = self.addr()?;
+        Ok(NodeHandle { id, addr })
+    }
+
+    /// A count-prefixed list of handles, at most `max` long.
+    fn handles<A: Address>(
+        &mut self,
+        n: usize,
+        max: usize,
+    ) -> Result<Vec<NodeHandle<A>>, DecodeError> {
+        if n > max {
+            return Err(DecodeError::Invalid("list too long"));
+        }
+        // Each handle takes at least 17 bytes: never reserve more than the bytes could hold.
+        let mut v = Vec::with_capacity(n.min(self.buf.len() / 17));
+        for _ in 0..n {
+            v.push(self.handle()?);
+        }
+        Ok(v)
+    }
+
+    fn leaf<A: Address>(&mut self) -> Result<LeafSetMsg<A>, DecodeError> {
+        let ncw = usize::from(self.u8()?);
+        let nccw = usize::from(self.u8()?);
+        let cw = self.handles(ncw, MAX_LEAF_SIDE)?;
+        let ccw = self.handles(nccw, MAX_LEAF_SIDE)?;
+        Ok(LeafSetMsg { cw, ccw })
+    }
+
+    fn padding(&mut self) -> Result<u16, DecodeError> {
+        let n = self.u16()?;
+        if self.take(usize::from(n))?.iter().any(|b| *b != 0) {
+            return Err(DecodeError::Invalid("nonzero padding"));
+        }
+        Ok(n)
+    }
+
+    fn payload(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let n = usize::from(self.u16()?);
+        Ok(self.take(n)?.to_vec())
+    }
+}
+
+fn put_handle<A: Address>(out: &mut Vec<u8>, h: &NodeHandle<A>) {
+    out.extend_from_slice(&h.id.to_bytes());
+    h.addr.encode(out);
+}
+
+fn put_leaf<A: Address>(out: &mut Vec<u8>, l: &LeafSetMsg<A>) {
+    out.push(l.cw.len() as u8);
+    out.push(l.ccw.len() as u8);
+    for h in l.cw.iter().chain(l.ccw.iter()) {
+        put_handle(out, h);
+    }
+}
+
+fn put_header(out: &mut Vec<u8>, t: u8, sender: Id) {
+    out.push(MAGIC);
+    out.push(VERSION);
+    out.push(t);
+    out.extend_from_slice(&sender.to_bytes());
+}
+
+fn put_route_body<A: Address>(out: &mut Vec<u8>, r: &RouteMsg<A>) {
+    out.extend_from_slice(&r.seq.to_be_bytes());
+    put_handle(out, &r.origin);
+    out.extend_from_slice(&r.msg_seq.to_be_bytes());
+    out.extend_from_slice(&r.key.to_bytes());
+    out.push(r.hops);
+    match &r.body {
+        RouteBody::App { app, payload } => {
+            out.push(BODY_APP);
+            out.extend_from_slice(&app.to_be_bytes());
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            out.extend_from_slice(payload);
+        }
+        RouteBody::Join { joiner, next_row } => {
+            out.push(BODY_JOIN);
+            put_handle(out, joiner);
+            out.push(*next_row);
+        }
+    }
+}
+
+/// Encodes a `Route` datagram from a borrowed message (the same bytes as
+/// `Datagram::new(sender, Message::Route(msg.clone())).to_bytes()`, without the clone).
+pub fn encode_route<A: Address>(sender: Id, msg: &RouteMsg<A>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(route_overhead(A::MAX_ENCODED_LEN) + 64);
+    put_header(&mut out, T_ROUTE, sender);
+    put_route_body(&mut out, msg);
+    out
+}
+
+/// Encoded size of a handle.
+pub fn handle_len<A: Address>(h: &NodeHandle<A>) -> usize {
+    16 + h.addr.encoded_len()
+}
+
+/// Encoded size of a leaf set.
+pub fn leaf_len<A: Address>(l: &LeafSetMsg<A>) -> usize {
+    2 + l
+        .cw
+        .iter()
+        .chain(l.ccw.iter())
+        .map(handle_len)
+        .sum::<usize>()
+}
+
+/// Bytes a route message adds around its body, with addresses at their largest.
+pub fn route_overhead(max_addr_len: usize) -> usize {
+    HEADER_LEN + 4 + 16 + max_addr_len + 4 + 16 + 1 + 1
+}
+
+/// The largest application payload a routed message can carry under `max_datagram_size`.
+pub fn max_route_payload(max_datagram_size: usize, max_addr_len: usize) -> usize {
+    max_datagram_size.saturating_sub(route_overhead(max_addr_len) + 2 + 2)
+}
+
+/// The smallest `max_datagram_size` that fits the protocol's largest unsplittable message for
+/// this configuration and address size (a leaf-set probe naming one failed node, one full
+/// routing-table row, a join, and a routed message with 64 bytes of payload).
+pub fn min_datagram_size(config: &Config, max_addr_len: usize) -> usize {
+    let handle = 16 + max_addr_len;
+    let probe = HEADER_LEN + 4 + 1 + 2 + config.leaf_set_size * handle + 1 + 16 + 2;
+    let row = HEADER_LEN + 1 + 2 + ((1usize << config.b) - 1) * handle;
+    let join = route_overhead(max_addr_len) + handle + 1;
+    let app = route_overhead(max_addr_len) + 2 + 2 + 64;
+    probe.max(row).max(join).max(app)
+}
+
+impl<A: Address> Datagram<A> {
+    /// A datagram from `sender`.
+    pub fn new(sender: Id, message: Message<A>) -> Self {
+        Datagram { sender, message }
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let t = match &self.message {
+            Message::Probe { .. } => T_PROBE,
+            Message::ProbeReply { .. } => T_PROBE_REPLY,
+            Message::Heartbeat { .. } => T_HEARTBEAT,
+            Message::Route(_) => T_ROUTE,
+            Message::Ack { .. } => T_ACK,
+            Message::Direct { .. } => T_DIRECT,
+            Message::JoinRequest => T_JOIN_REQUEST,
+            Message::JoinReply { .. } => T_JOIN_REPLY,
+            Message::RowRequest { .. } => T_ROW_REQUEST,
+            Message::Rows { .. } => T_ROWS,
+            Message::Leave { .. } => T_LEAVE,
+        };
+        put_header(out, t, self.sender);
+        match &self.message {
+            Message::Probe {
+                nonce,
+                leaf,
+                failed,
+                padding,
+            } => {
+                out.extend_from_slice(&nonce.to_be_bytes());
+                out.push(if leaf.is_some() { PROBE_HAS_LEAF } else { 0 });
+                if let Some(l) = leaf {
+                    put_leaf(out, l);
+                }
+                out.push(failed.len() as u8);
+                for id in failed {
+                    out.extend_from_slice(&id.to_bytes());
+                }
+                out.extend_from_slice(&padding.to_be_bytes());
+                out.resize(out.len() + usize::from(*padding), 0);
+            }
+            Message::ProbeReply { nonce, leaf } => {
+                out.extend_from_slice(&nonce.to_be_bytes());
+                out.push(if leaf.is_some() { PROBE_HAS_LEAF } else { 0 });
+                if let Some(l) = leaf {
+                    put_leaf(out, l);
+                }
+            }
+            Message::Heartbeat { leaf } | Message::JoinReply { leaf } => put_leaf(out, leaf),
+            Message::Route(r) => put_route_body(out, r),
+            Message::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
+            Message::Leave { seq, leaf } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_leaf(out, leaf);
+            }
+            Message::Direct {
+                seq,
+                msg_seq,
+                app,
+                payload,
+            } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&msg_seq.to_be_bytes());
+                out.extend_from_slice(&app.to_be_bytes());
+                out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                out.extend_from_slice(payload);
+            }
+            Message::JoinRequest => {}
+            Message::RowRequest { row, padding } => {
+                out.push(*row);
+                out.extend_from_slice(&padding.to_be_bytes());
+                out.resize(out.len() + usize::from(*padding), 0);
+            }
+            Message::Rows { rows } => {
+                out.push(rows.len() as u8);
+                for (r, entries) in rows {
+                    out.push(*r);
+                    out.push(entries.len() as u8);
+                    for h in entries {
+                        put_handle(out, h);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encodes into a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decodes untrusted bytes. Rejects datagrams longer than `max_len`, anything truncated,
+    /// trailing bytes, unknown versions or types, out-of-range counts and nonzero padding.
+    ///
+    /// ```
+    /// use pastry_core::wire::{Datagram, DecodeError, Message};
+    /// use pastry_core::Id;
+    /// let d = Datagram::<u32>::new(Id::new(9), Message::Ack { seq: 7 });
+    /// let bytes = d.to_bytes();
+    /// assert_eq!(Datagram::<u32>::decode(&bytes, 1400), Ok(d));
+    /// assert_eq!(Datagram::<u32>::decode(&bytes[..5], 1400), Err(DecodeError::Truncated));
+    /// ```
+    pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, DecodeError> {
+        if bytes.len() > max_len {
+            return Err(DecodeError::Oversized {
+                len: bytes.len(),
+                max: max_len,
+            });
+        }
+        let mut r = Reader { buf: bytes };
+        if r.u8()? != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let t = r.u8()?;
+        let sender = r.id()?;
+        let message = match t {
+            T_PROBE => {
+                let nonce = r.u32()?;
+                let flags = r.u8()?;
+                if flags & !PROBE_HAS_LEAF != 0 {
+                    return Err(DecodeError::Invalid("probe flags"));
+                }
+                let leaf = if flags & PROBE_HAS_LEAF != 0 {
+                    Some(r.leaf()?)
+                } else {
+                    None
+                };
+                let nfailed = usize::from(r.u8()?);
+                if nfailed > MAX_FAILED {
+                    return Err(DecodeError::Invalid("list too long"));
+                }
+                let mut failed = Vec::with_capacity(nfailed.min(r.buf.len() / 16));
+                for _ in 0..nfailed {
+                    failed.push(r.id()?);
+                }
+                let padding = r.padding()?;
+                Message::Probe {
+                    nonce,
+                    leaf,
+                    failed,
+                    padding,
+                }
+            }
+            T_PROBE_REPLY => {
+                let nonce = r.u32()?;
+                let flags = r.u8()?;
+                if flags & !PROBE_HAS_LEAF != 0 {
+                    return Err(DecodeError::Invalid("probe flags"));
+                }
+                let leaf = if flags & PROBE_HAS_LEAF != 0 {
+                    Some(r.leaf()?)
+                } else {
+                    None
+                };
+                Message::ProbeReply { nonce, leaf }
+            }
+            T_HEARTBEAT => Message::Heartbeat { leaf: r.leaf()? },
+            T_ROUTE => {
+                let seq = r.u32()?;
+                let origin = r.handle()?;
+                let msg_seq = r.u32()?;
+                let key = r.id()?;
+                let hops = r.u8()?;
+                let body = match r.u8()? {
+                    BODY_APP => {
+                        let app = r.u16()?;
+                        RouteBody::App {
+                            app,
+                            payload: r.payload()?,
+                        }
+                    }
+                    BODY_JOIN => RouteBody::Join {
+                        joiner: r.handle()?,
+                        next_row: r.u8()?,
+                    },
+                    _ => return Err(DecodeError::Invalid("route body kind")),
+                };
+                Message::Route(RouteMsg {
+                    seq,
+                    origin,
+                    msg_seq,
+                    key,
+                    hops,
+                    body,
+                })
+            }
+            T_ACK => Message::Ack { seq: r.u32()? },
+            T_DIRECT => {
+                let seq = r.u32()?;
+                let msg_seq = r.u32()?;
+                let app = r.u16()?;
+                Message::Direct {
+                    seq,
+                    msg_seq,
+                    app,
+                    payload: r.payload()?,
+                }
+            }
+            T_JOIN_REQUEST => Message::JoinRequest,
+            T_JOIN_REPLY => Message::JoinReply { leaf: r.leaf()? },
+            T_ROW_REQUEST => {
+                let row = r.u8()?;
+                if usize::from(row) >= MAX_ROWS {
+                    return Err(DecodeError::Invalid("row index"));
+                }
+                let padding = r.padding()?;
+                Message::RowRequest { row, padding }
+            }
+            T_ROWS => {
+                let n = usize::from(r.u8()?);
+                if n > MAX_ROWS {
+                    return Err(DecodeError::Invalid("list too long"));
+                }
+                let mut rows = Vec::with_capacity(n.min(r.buf.len() / 2));
+                for _ in 0..n {
+                    let row = r.u8()?;
+                    if usize::from(row) >= MAX_ROWS {
+                        return Err(DecodeError::Invalid("row index"));
+                    }
+                    let count = usize::from(r.u8()?);
+                    rows.push((row, r.handles(count, MAX_ROW_ENTRIES)?));
+                }
+                Message::Rows { rows }
+            }
+            T_LEAVE => Message::Leave {
+                seq: r.u32()?,
+                leaf: r.leaf()?,
+            },
+            other => return Err(DecodeError::UnknownType(other)),
+        };
+        if !r.buf.is_empty() {
+            return Err(DecodeError::Invalid("trailing bytes"));
+        }
+        Ok(Datagram { sender, message })
+    }
+}
+
+/// Splits routing-table rows into as few `Rows` datagrams as fit `max_len` bytes each. A row
+/// too long for one datagram is split across several.
+pub fn encode_rows<A: Address>(
+    sender: Id,
+    rows: &[(u8, Vec<NodeHandle<A>>)],
+    max_len: usize,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut current: Vec<(u8, Vec<NodeHandle<A>>)> = Vec::new();
+    let mut size = HEADER_LEN + 1;
+    let flush = |current: &mut Vec<(u8, Vec<NodeHandle<A>>)>, out: &mut Vec<Vec<u8>>| {
+        if !current.is_empty() {
+            let d = Datagram::new(
+                sender,
+                Message::Rows {
+                    rows: core::mem::take(current),
+                },
+            );
+            out.push(d.to_bytes());
+        }
+    };
+    for (r, entries) in rows {
+        for h in entries {
+            let hl = handle_len(h);
+            let open_row = current.last().is_some_and(|(lr, _)| lr == r);
+            let need = hl + if open_row { 0 } else { 2 };
+            if size + need > max_len
+                || current
+                    .last()
+                    .is_some_and(|(lr, e)| lr == r && e.len() >= MAX_ROW_ENTRIES)
+                || (!open_row && current.len() >= MAX_ROWS)
+            {
+                flush(&mut current, &mut out);
+                size = HEADER_LEN + 1;
+            }
+            if current.last().is_none_or(|(lr, _)| lr != r) {
+                current.push((*r, Vec::new()));
+                size += 2;
+            }
+            if let Some((_, e)) = current.last_mut() {
+                e.push(h.clone());
+            }
+            size += hl;
+        }
+    }
+    flush(&mut current, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::SocketAddr;
+
+    fn h(id: u128, port: u16) -> NodeHandle<SocketAddr> {
+        NodeHandle::new(
+            Id::new(id),
+            SocketAddr::from(([10, 0, 0, (id % 250) as u8], port)),
+        )
+    }
+
+    fn samples() -> Vec<Message<SocketAddr>> {
+        let leaf = LeafSetMsg {
+            cw: vec![h(1, 1), h(2, 2)],
+            ccw: vec![h(3, 3)],
+        };
+        vec![
+            Message::Probe {
+                nonce: 7,
+                leaf: Some(leaf.clone()),
+                failed: vec![Id::new(44)],
+                padding: 5,
+            },
+            Message::Probe {
+                nonce: 8,
+                leaf: None,
+                failed: vec![],
+                padding: 0,
+            },
+            Message::ProbeReply {
+                nonce: 7,
+                leaf: Some(leaf.clone()),
+            },
+            Message::ProbeReply {
+                nonce: 7,
+                leaf: None,
+            },
+            Message::Heartbeat { leaf: leaf.clone() },
+            Message::Route(RouteMsg {
+                seq: 1,
+                origin: h(9, 9),
+                msg_seq: 3,
+                key: Id::new(77),
+                hops: 2,
+                body: RouteBody::App {
+                    app: 5,
+                    payload: vec![1, 2, 3],
+                },
+            }),
+            Message::Route(RouteMsg {
+                seq: 1,
+                origin: h(9, 9),
+                msg_seq: 3,
+                key: Id::new(77),
+                hops: 0,
+                body: RouteBody::Join {
+                    joiner: h(77, 1),
+                    next_row: 2,
+                },
+            }),
+            Message::Ack { seq: 99 },
+            Message::Direct {
+                seq: 4,
+                msg_seq: 8,
+                app: 1,
+                payload: vec![],
+            },
+            Message::JoinRequest,
+            Message::JoinReply { leaf },
+            Message::RowRequest { row: 3, padding: 2 },
+            Message::Rows {
+                rows: vec![(0, vec![h(5, 5)]), (1, vec![])],
+            },
+            Message::Leave {
+                seq: 1,
+                leaf: LeafSetMsg::default(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_every_prefix_is_truncated() {
+        for m in samples() {
+            let d = Datagram::new(Id::new(0xabc), m);
+            let bytes = d.to_bytes();
+            assert_eq!(Datagram::decode(&bytes, 1400), Ok(d.clone()));
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    Datagram::<SocketAddr>::decode(&bytes[..cut], 1400),
+                    Err(DecodeError::Truncated),
+                    "{d:?} cut at {cut}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(
+                Datagram::<SocketAddr>::decode(&longer, 1400),
+                Err(DecodeError::Invalid("trailing bytes"))
+            );
+        }
+    }
+
+    #[test]
+    fn header_errors_are_typed() {
+        let bytes = Datagram::<u32>::new(Id::new(1), Message::JoinRequest).to_bytes();
+        let mut b = bytes.clone();
+        b[0] = 0;
+        assert_eq!(
+            Datagram::<u32>::decode(&b, 1400),
+            Err(DecodeError::BadMagic)
+        );
+        let mut b = bytes.clone();
+        b[1] = 2;
+        assert_eq!(
+            Datagram::<u32>::decode(&b, 1400),
+            Err(DecodeError::UnknownVersion(2))
+        );
+        let mut b = bytes.clone();
+        b[2] = 200;
+        assert_eq!(
+            Datagram::<u32>::decode(&b, 1400),
+            Err(DecodeError::UnknownType(200))
+        );
+        assert_eq!(
+            Datagram::<u32>::decode(&[0u8; 2000], 1400),
+            Err(DecodeError::Oversized {
+                len: 2000,
+                max: 1400
+            })
+        );
+    }
+
+    #[test]
+    fn padding_must_be_zero() {
+        let d = Datagram::<u32>::new(
+            Id::new(1),
+            Message::Probe {
+                nonce: 1,
+                leaf: None,
+                failed: vec![],
+                padding: 3,
+            },
+        );
+        let mut b = d.to_bytes();
+        *b.last_mut().unwrap() = 1;
+        assert_eq!(
+            Datagram::<u32>::decode(&b, 1400),
+            Err(DecodeError::Invalid("nonzero padding"))
+        );
+    }
+
+    #[test]
+    fn rows_are_split_to_fit() {
+        let rows: Vec<(u8, Vec<NodeHandle<SocketAddr>>)> = (0..6u8)
+            .map(|r| (r, (0..15).map(|c| h(u128::from(r) * 100 + c, 1)).collect()))
+            .collect();
+        for max in [200, 400, 1400] {
+            let parts = encode_rows(Id::new(1), &rows, max);
+            let mut seen = Vec::new();
+            for p in &parts {
+                assert!(p.len() <= max, "{} > {max}", p.len());
+                match Datagram::<SocketAddr>::decode(p, max).unwrap().message {
+                    Message::Rows { rows } => {
+                        for (r, e) in rows {
+                            seen.extend(e.into_iter().map(|h| (r, h)));
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let want: Vec<_> = rows
+                .iter()
+                .flat_map(|(r, e)| e.iter().map(move |h| (*r, h.clone())))
+                .collect();
+            assert_eq!(seen, want);
+        }
+    }
+}

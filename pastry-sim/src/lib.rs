@@ -1,0 +1,17 @@
+//! A deterministic test network and simulator for `pastry-core`.
+//!
+//! [`Network`] runs real [`pastry_core::Node`]s in one process on virtual time: an event
+//! queue ordered by (time, sequence), latency from points on a plane, optional loss, silent
+//! kills, graceful leaves and revivals, and an [`Oracle`] that knows which nodes are live and
+//! active and which one is numerically closest to any key. The simulator holds no protocol
+//! logic: it only carries datagrams and timers between nodes and watches what they deliver.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod net;
+mod oracle;
+
+pub use net::{
+    Addr, Delivery, LOOKUP_APP, Latency, Lookup, LookupStats, NetConfig, Network, NodeState,
+};
+pub use oracle::Oracle;

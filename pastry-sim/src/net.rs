@@ -1,0 +1,782 @@
+//! The test network: real `pastry-core` nodes in one process on virtual time.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use pastry_core::{Config, Event, Id, Instant, Node, RouteFailure};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::oracle::Oracle;
+
+/// Node addresses in the simulator: the index of the node's slot.
+pub type Addr = u32;
+
+/// The application id under which the network routes its lookups.
+pub const LOOKUP_APP: u16 = 0x4c4b;
+
+/// How long a datagram takes between two nodes.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Latency {
+    /// Nodes are uniform random points in `[0, 1000]²`; one-way latency is `base` plus
+    /// `per_unit` per unit of Euclidean distance.
+    Plane {
+        /// Fixed part of every one-way latency.
+        base: Duration,
+        /// Added per unit of distance.
+        per_unit: Duration,
+    },
+    /// Every datagram takes the same time.
+    Constant(Duration),
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        // Up to about 143 ms one way across the plane's diagonal.
+        Latency::Plane {
+            base: Duration::from_micros(500),
+            per_unit: Duration::from_micros(100),
+        }
+    }
+}
+
+/// Parameters of a test network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Seed of every random choice: node ids, node seeds, positions, loss, workload.
+    pub seed: u64,
+    /// Configuration of every node.
+    pub node: Config,
+    /// Probability that a datagram is dropped.
+    pub loss: f64,
+    /// Latency model.
+    pub latency: Latency,
+}
+
+impl NetConfig {
+    /// Defaults with the given seed.
+    pub fn with_seed(seed: u64) -> Self {
+        NetConfig {
+            seed,
+            node: Config::default(),
+            loss: 0.0,
+            latency: Latency::default(),
+        }
+    }
+}
+
+/// Life cycle of a simulated node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Created, not started.
+    Idle,
+    /// Joining: not yet active.
+    Joining,
+    /// Active member.
+    Active,
+    /// Leaving gracefully.
+    Leaving,
+    /// Left gracefully.
+    Left,
+    /// Killed without warning.
+    Dead,
+}
+
+struct Slot {
+    id: Id,
+    node: Option<Node<Addr>>,
+    pos: (f64, f64),
+    timer: Option<Instant>,
+    timer_gen: u64,
+    state: NodeState,
+    joined_at: Option<Instant>,
+    active_at: Option<Instant>,
+}
+
+enum Kind {
+    Datagram {
+        to: Addr,
+        from: Addr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: Addr,
+        generation: u64,
+    },
+}
+
+struct Queued {
+    at: Instant,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One lookup the network issued.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    /// Key looked up.
+    pub key: Id,
+    /// Node that issued it.
+    pub from: Addr,
+    /// When it was issued.
+    pub sent_at: Instant,
+    /// First delivery: node, time, hops, and whether the oracle agreed.
+    pub delivered: Option<Delivery>,
+}
+
+/// Where and when a lookup was delivered.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Node that delivered it.
+    pub at: Addr,
+    /// Simulated time of delivery.
+    pub time: Instant,
+    /// Overlay hops.
+    pub hops: u8,
+    /// Whether the node was the numerically closest live, active node at that time.
+    pub correct: bool,
+    /// The oracle's answer at that time.
+    pub expected: Option<Id>,
+}
+
+/// Totals over the lookups a network issued.
+#[derive(Clone, Debug, Default)]
+pub struct LookupStats {
+    /// Lookups issued.
+    pub sent: u64,
+    /// Lookups delivered at least once.
+    pub delivered: u64,
+    /// First deliveries at the oracle's closest node.
+    pub correct: u64,
+    /// First deliveries anywhere else.
+    pub incorrect: u64,
+    /// Deliveries after the first.
+    pub duplicates: u64,
+    /// Reports of a lookup dropped at some node ([`Event::RouteFailed`]).
+    pub failure_reports: u64,
+    /// Histogram of hop counts of first deliveries, indexed by hops.
+    pub hops: Vec<u64>,
+}
+
+impl LookupStats {
+    /// Lookups never delivered.
+    pub fn lost(&self) -> u64 {
+        self.sent - self.delivered
+    }
+
+    /// Mean hops over delivered lookups.
+    pub fn mean_hops(&self) -> f64 {
+        let n: u64 = self.hops.iter().sum();
+        if n == 0 {
+            return 0.0;
+        }
+        let total: u64 = self
+            .hops
+            .iter()
+            .enumerate()
+            .map(|(h, c)| h as u64 * c)
+            .sum();
+        total as f64 / n as f64
+    }
+
+    /// Largest hop count seen.
+    pub fn max_hops(&self) -> usize {
+        self.hops.iter().rposition(|c| *c > 0).unwrap_or(0)
+    }
+}
+
+/// N real nodes on virtual time: an event queue ordered by (time, sequence), latency from
+/// points on a plane, optional loss, kill / leave / revive, and an oracle of live, active
+/// nodes. The same seed and the same calls give the same run, bit for bit.
+///
+/// ```
+/// use std::time::Duration;
+/// use pastry_sim::{NetConfig, Network};
+/// let mut net = Network::new(NetConfig::with_seed(7));
+/// net.grow(20, Duration::from_secs(60)).unwrap();
+/// for _ in 0..100 {
+///     net.random_lookup();
+/// }
+/// net.run_for(Duration::from_secs(10));
+/// let s = net.lookup_stats();
+/// assert_eq!((s.delivered, s.correct), (100, 100));
+/// ```
+pub struct Network {
+    cfg: NetConfig,
+    now: Instant,
+    queue: BinaryHeap<Queued>,
+    seq: u64,
+    slots: Vec<Slot>,
+    rng: ChaCha8Rng,
+    oracle: Oracle,
+    lookups: HashMap<u64, Lookup>,
+    next_lookup: u64,
+    stats: LookupStats,
+    digest: u64,
+    events: u64,
+    datagrams: u64,
+    dropped: u64,
+    trace: bool,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+impl Network {
+    /// An empty network.
+    pub fn new(cfg: NetConfig) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        Network {
+            cfg,
+            now: Instant::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            slots: Vec::new(),
+            rng,
+            oracle: Oracle::default(),
+            lookups: HashMap::new(),
+            next_lookup: 0,
+            stats: LookupStats::default(),
+            digest: FNV_OFFSET,
+            events: 0,
+            datagrams: 0,
+            dropped: 0,
+            trace: false,
+        }
+    }
+
+    /// Prints every datagram delivered (decoded) and every node event to stderr.
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on;
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The oracle of live, active nodes.
+    pub fn oracle(&self) -> &Oracle {
+        &self.oracle
+    }
+
+    /// The node configuration.
+    pub fn node_config(&self) -> &Config {
+        &self.cfg.node
+    }
+
+    /// Changes the loss probability from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.cfg.loss = loss;
+    }
+
+    /// A uniformly random id from the network's generator.
+    pub fn random_id(&mut self) -> Id {
+        let hi = u128::from(self.rng.next_u64());
+        let lo = u128::from(self.rng.next_u64());
+        Id::new(hi << 64 | lo)
+    }
+
+    /// A uniformly random index below `n`.
+    pub fn random_below(&mut self, n: usize) -> usize {
+        (self.rng.next_u64() % n as u64) as usize
+    }
+
+    /// Creates a node with the given id at a random position; it is not started.
+    pub fn spawn(&mut self, id: Id) -> Addr {
+        let addr = Addr::try_from(self.slots.len()).expect("at most 2^32 nodes");
+        let pos = (
+            self.rng.next_u64() as f64 / u64::MAX as f64 * 1000.0,
+            self.rng.next_u64() as f64 / u64::MAX as f64 * 1000.0,
+        );
+        let seed = self.rng.next_u64();
+        let node = Node::new(self.cfg.node.clone(), id, addr, seed, self.now)
+            .expect("the network's node configuration is valid");
+        self.slots.push(Slot {
+            id,
+            node: Some(node),
+            pos,
+            timer: None,
+            timer_gen: 0,
+            state: NodeState::Idle,
+            joined_at: None,
+            active_at: None,
+        });
+        addr
+    }
+
+    /// Starts a new ring at `addr`.
+    pub fn bootstrap(&mut self, addr: Addr) {
+        let now = self.now;
+        let slot = &mut self.slots[addr as usize];
+        if let Some(node) = slot.node.as_mut() {
+            node.bootstrap(now).expect("bootstrap of an idle node");
+            slot.state = NodeState::Joining;
+            slot.joined_at = Some(now);
+        }
+        self.drain(addr);
+    }
+
+    /// Starts the join of `addr` through the node at `via`.
+    pub fn join(&mut self, addr: Addr, via: Addr) {
+        let now = self.now;
+        let slot = &mut self.slots[addr as usize];
+        if let Some(node) = slot.node.as_mut() {
+            node.join(now, via).expect("join of an idle node");
+            slot.state = NodeState::Joining;
+            slot.joined_at = Some(now);
+        }
+        self.drain(addr);
+    }
+
+    /// A random active node, if any.
+    pub fn random_active(&mut self) -> Option<Addr> {
+        let n = self.oracle.len();
+        if n == 0 {
+            return None;
+        }
+        // Sample slots until an active one turns up; the oracle holds their ids.
+        for _ in 0..64 {
+            let a = self.random_below(self.slots.len()) as Addr;
+            if self.slots[a as usize].state == NodeState::Active {
+                return Some(a);
+            }
+        }
+        let active: Vec<Addr> = (0..self.slots.len() as Addr)
+            .filter(|a| self.slots[*a as usize].state == NodeState::Active)
+            .collect();
+        (!active.is_empty()).then(|| active[self.random_below(active.len())])
+    }
+
+    /// Grows the network by `n` nodes, one after another: each joins through a random active
+    /// node and must become active within `patience` before the next starts.
+    pub fn grow(&mut self, n: usize, patience: Duration) -> Result<(), String> {
+        for _ in 0..n {
+            let id = self.random_id();
+            let addr = self.spawn(id);
+            match self.random_active() {
+                None => self.bootstrap(addr),
+                Some(via) => self.join(addr, via),
+            }
+            let deadline = self.now + patience;
+            if !self.run_until_cond(deadline, |net| net.state(addr) == NodeState::Active) {
+                return Err(format!(
+                    "node {addr} ({id}) not active after {patience:?} (network of {})",
+                    self.oracle.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills a node without warning.
+    pub fn kill(&mut self, addr: Addr) {
+        let slot = &mut self.slots[addr as usize];
+        slot.node = None;
+        slot.timer = None;
+        slot.state = NodeState::Dead;
+        self.oracle.remove(slot.id);
+    }
+
+    /// Makes a node leave gracefully; it stops being a root at once.
+    pub fn leave(&mut self, addr: Addr) {
+        let now = self.now;
+        let slot = &mut self.slots[addr as usize];
+        if let Some(node) = slot.node.as_mut() {
+            node.leave(now);
+            slot.state = NodeState::Leaving;
+            self.oracle.remove(slot.id);
+        }
+        self.drain(addr);
+    }
+
+    /// Brings a dead or departed node back with its old id and address, joining through `via`.
+    pub fn revive(&mut self, addr: Addr, via: Addr) {
+        let seed = self.rng.next_u64();
+        let slot = &mut self.slots[addr as usize];
+        slot.node = Some(
+            Node::new(self.cfg.node.clone(), slot.id, addr, seed, self.now)
+                .expect("the network's node configuration is valid"),
+        );
+        slot.state = NodeState::Idle;
+        slot.timer = None;
+        slot.active_at = None;
+        self.join(addr, via);
+    }
+
+    /// A node's state.
+    pub fn state(&self, addr: Addr) -> NodeState {
+        self.slots[addr as usize].state
+    }
+
+    /// A node's id.
+    pub fn id(&self, addr: Addr) -> Id {
+        self.slots[addr as usize].id
+    }
+
+    /// The node at `addr`, if it runs.
+    pub fn node(&self, addr: Addr) -> Option<&Node<Addr>> {
+        self.slots[addr as usize].node.as_ref()
+    }
+
+    /// Every address ever spawned.
+    pub fn addrs(&self) -> impl Iterator<Item = Addr> + use<> {
+        0..self.slots.len() as Addr
+    }
+
+    /// Addresses of active nodes.
+    pub fn active_addrs(&self) -> Vec<Addr> {
+        self.addrs()
+            .filter(|a| self.state(*a) == NodeState::Active)
+            .collect()
+    }
+
+    /// When a node started joining and when it became active.
+    pub fn join_times(&self, addr: Addr) -> (Option<Instant>, Option<Instant>) {
+        let s = &self.slots[addr as usize];
+        (s.joined_at, s.active_at)
+    }
+
+    /// One-way latency between two nodes.
+    pub fn latency(&self, a: Addr, b: Addr) -> Duration {
+        match &self.cfg.latency {
+            Latency::Constant(d) => *d,
+            Latency::Plane { base, per_unit } => {
+                let (p, q) = (self.slots[a as usize].pos, self.slots[b as usize].pos);
+                let dist = ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt();
+                *base + per_unit.mul_f64(dist)
+            }
+        }
+    }
+
+    /// Issues a lookup for `key` from `from`; returns its number.
+    pub fn lookup(&mut self, from: Addr, key: Id) -> Option<u64> {
+        let now = self.now;
+        let n = self.next_lookup;
+        let node = self.slots[from as usize].node.as_mut()?;
+        node.route(now, key, LOOKUP_APP, n.to_be_bytes().to_vec())
+            .ok()?;
+        self.next_lookup += 1;
+        self.stats.sent += 1;
+        self.lookups.insert(
+            n,
+            Lookup {
+                key,
+                from,
+                sent_at: now,
+                delivered: None,
+            },
+        );
+        self.drain(from);
+        Some(n)
+    }
+
+    /// A lookup for a random key from a random active node.
+    pub fn random_lookup(&mut self) -> Option<u64> {
+        let from = self.random_active()?;
+        let key = self.random_id();
+        self.lookup(from, key)
+    }
+
+    /// Totals over all lookups so far.
+    pub fn lookup_stats(&self) -> &LookupStats {
+        &self.stats
+    }
+
+    /// Every lookup issued, by number.
+    pub fn lookups(&self) -> &HashMap<u64, Lookup> {
+        &self.lookups
+    }
+
+    /// A digest of every delivery so far (time, lookup, node, hops, verdict), to compare runs.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Events processed so far.
+    pub fn events_processed(&self) -> u64 {
+        self.events
+    }
+
+    /// Datagrams sent and datagrams dropped by loss so far.
+    pub fn datagram_counts(&self) -> (u64, u64) {
+        (self.datagrams, self.dropped)
+    }
+
+    /// Processes events up to and including time `t`, then sets the clock to `t`.
+    pub fn run_until(&mut self, t: Instant) {
+        while self.queue.peek().is_some_and(|q| q.at <= t) {
+            self.step();
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Processes events until `cond` holds (checked after every event) or `deadline` passes.
+    /// Returns whether `cond` held.
+    pub fn run_until_cond(
+        &mut self,
+        deadline: Instant,
+        mut cond: impl FnMut(&Network) -> bool,
+    ) -> bool {
+        loop {
+            if cond(self) {
+                return true;
+            }
+            match self.queue.peek() {
+                Some(q) if q.at <= deadline => {
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(deadline);
+                    return cond(self);
+                }
+            }
+        }
+    }
+
+    /// Processes the next event. Returns false when the queue is empty.
+    pub fn step(&mut self) -> bool {
+        let Some(q) = self.queue.pop() else {
+            return false;
+        };
+        self.now = q.at;
+        self.events += 1;
+        let now = self.now;
+        match q.kind {
+            Kind::Datagram { to, from, bytes } => {
+                if self.trace {
+                    let d = pastry_core::wire::Datagram::<Addr>::decode(&bytes, usize::MAX);
+                    eprintln!("{:?} {from} -> {to}: {d:?}", self.now);
+                }
+                let Some(node) = self.slots[to as usize].node.as_mut() else {
+                    return true;
+                };
+                // Malformed input is counted by the node; the simulator only sends what nodes
+                // produced, so an error here would be a bug worth seeing.
+                if let Err(e) = node.handle_datagram(now, from, &bytes) {
+                    panic!("node {to} rejected a datagram from {from}: {e}");
+                }
+                self.drain(to);
+            }
+            Kind::Timer {
+                node: addr,
+                generation,
+            } => {
+                let slot = &mut self.slots[addr as usize];
+                if slot.timer_gen != generation {
+                    return true;
+                }
+                slot.timer = None;
+                let Some(node) = slot.node.as_mut() else {
+                    return true;
+                };
+                node.handle_timeout(now);
+                self.drain(addr);
+            }
+        }
+        true
+    }
+
+    fn push(&mut self, at: Instant, kind: Kind) {
+        self.seq += 1;
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    /// Collects a node's outputs after an input: datagrams onto the queue, events into the
+    /// network's records, and the node's next deadline.
+    fn drain(&mut self, addr: Addr) {
+        let now = self.now;
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let next = {
+            let Some(node) = self.slots[addr as usize].node.as_mut() else {
+                return;
+            };
+            while let Some(t) = node.poll_transmit() {
+                out.push(t);
+            }
+            while let Some(e) = node.poll_event() {
+                events.push(e);
+            }
+            node.poll_timeout()
+        };
+        for t in out {
+            self.datagrams += 1;
+            if self.cfg.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.cfg.loss
+            {
+                self.dropped += 1;
+                continue;
+            }
+            if (t.destination as usize) >= self.slots.len() {
+                self.dropped += 1;
+                continue;
+            }
+            let at = now + self.latency(addr, t.destination);
+            self.push(
+                at,
+                Kind::Datagram {
+                    to: t.destination,
+                    from: addr,
+                    bytes: t.contents,
+                },
+            );
+        }
+        for e in events {
+            self.on_event(addr, e);
+        }
+        let slot = &mut self.slots[addr as usize];
+        if slot.node.is_none() {
+            return;
+        }
+        if let Some(t) = next
+            && slot.timer != Some(t)
+        {
+            slot.timer = Some(t);
+            slot.timer_gen += 1;
+            let generation = slot.timer_gen;
+            self.push(
+                t.max(now),
+                Kind::Timer {
+                    node: addr,
+                    generation,
+                },
+            );
+        }
+    }
+
+    fn on_event(&mut self, addr: Addr, e: Event<Addr>) {
+        let now = self.now;
+        if self.trace {
+            eprintln!("{now:?} event at {addr}: {e:?}");
+        }
+        match e {
+            Event::Active => {
+                let slot = &mut self.slots[addr as usize];
+                slot.state = NodeState::Active;
+                slot.active_at = Some(now);
+                self.oracle.insert(slot.id);
+            }
+            Event::JoinFailed => {
+                self.slots[addr as usize].state = NodeState::Idle;
+            }
+            Event::Left => {
+                let slot = &mut self.slots[addr as usize];
+                slot.state = NodeState::Left;
+                slot.node = None;
+                slot.timer = None;
+            }
+            Event::Deliver(m) if m.app == LOOKUP_APP => {
+                let Ok(bytes) = <[u8; 8]>::try_from(m.payload.as_slice()) else {
+                    return;
+                };
+                let n = u64::from_be_bytes(bytes);
+                let here = self.slots[addr as usize].id;
+                let expected = self.oracle.closest(m.key);
+                let correct = expected == Some(here);
+                let Some(l) = self.lookups.get_mut(&n) else {
+                    return;
+                };
+                if l.delivered.is_some() {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                l.delivered = Some(Delivery {
+                    at: addr,
+                    time: now,
+                    hops: m.hops,
+                    correct,
+                    expected,
+                });
+                self.stats.delivered += 1;
+                if correct {
+                    self.stats.correct += 1;
+                } else {
+                    self.stats.incorrect += 1;
+                }
+                let h = usize::from(m.hops);
+                if self.stats.hops.len() <= h {
+                    self.stats.hops.resize(h + 1, 0);
+                }
+                self.stats.hops[h] += 1;
+                let mut d = self.digest;
+                d = fnv(d, &now.as_micros().to_be_bytes());
+                d = fnv(d, &n.to_be_bytes());
+                d = fnv(d, &addr.to_be_bytes());
+                d = fnv(d, &[m.hops, u8::from(correct)]);
+                self.digest = d;
+            }
+            Event::RouteFailed { reason, .. } if reason != RouteFailure::NodeLeft => {
+                self.stats.failure_reports += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Nodes whose leaf set differs from the ideal one (the L/2 nearest live, active nodes on
+    /// each side). Returns their addresses.
+    pub fn leaf_set_errors(&self) -> Vec<Addr> {
+        let half = self.cfg.node.leaf_set_size / 2;
+        self.addrs()
+            .filter(|a| self.state(*a) == NodeState::Active)
+            .filter(|a| {
+                let node = self.node(*a).expect("active nodes run");
+                let (cw, ccw) = self.oracle.leaf_set(self.id(*a), half);
+                let have_cw: Vec<Id> = node
+                    .leaf_set()
+                    .side_peers(pastry_core::Side::Cw)
+                    .map(|p| p.id())
+                    .collect();
+                let have_ccw: Vec<Id> = node
+                    .leaf_set()
+                    .side_peers(pastry_core::Side::Ccw)
+                    .map(|p| p.id())
+                    .collect();
+                have_cw != cw || have_ccw != ccw
+            })
+            .collect()
+    }
+
+    /// Sum of a counter over every running node.
+    pub fn sum_counters(&self, f: impl Fn(&pastry_core::Counters) -> u64) -> u64 {
+        self.slots
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .map(|n| f(n.counters()))
+            .sum()
+    }
+}

@@ -1,0 +1,287 @@
+//! What the overlay must show, on the deterministic test network (fixed seeds; each test
+//! prints its seed so a failure can be replayed).
+
+use std::time::Duration;
+
+use pastry_core::{Config, Id, Instant};
+use pastry_sim::{Addr, LookupStats, NetConfig, Network, NodeState};
+
+fn grown(seed: u64, n: usize, node: Config) -> Network {
+    let mut cfg = NetConfig::with_seed(seed);
+    cfg.node = node;
+    let mut net = Network::new(cfg);
+    net.grow(n, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    net
+}
+
+/// Issues `count` lookups from random active nodes, one every `gap`, then lets them settle.
+fn lookups(net: &mut Network, count: usize, gap: Duration) {
+    for _ in 0..count {
+        net.random_lookup();
+        net.run_for(gap);
+    }
+    net.run_for(Duration::from_secs(60));
+}
+
+fn delta(after: &LookupStats, before: &LookupStats) -> (u64, u64, u64, u64) {
+    (
+        after.sent - before.sent,
+        after.delivered - before.delivered,
+        after.correct - before.correct,
+        after.incorrect - before.incorrect,
+    )
+}
+
+#[test]
+fn thousand_sequential_joins_then_every_lookup_reaches_the_closest_node() {
+    let seed = 11;
+    println!("seed {seed}");
+    let mut net = grown(seed, 1000, Config::default());
+    assert!(
+        net.leaf_set_errors().is_empty(),
+        "leaf sets after the joins"
+    );
+    lookups(&mut net, 10_000, Duration::from_millis(1));
+    let s = net.lookup_stats().clone();
+    let bound = 1000f64.ln() / 16f64.ln();
+    println!(
+        "sent {} delivered {} correct {} mean hops {:.3} (bound {:.3}) max {} histogram {:?}",
+        s.sent,
+        s.delivered,
+        s.correct,
+        s.mean_hops(),
+        bound,
+        s.max_hops(),
+        s.hops
+    );
+    assert_eq!((s.sent, s.delivered, s.correct), (10_000, 10_000, 10_000));
+    assert_eq!(s.duplicates, 0);
+    assert!(s.mean_hops() < bound, "mean hops {}", s.mean_hops());
+    assert!(s.max_hops() <= 4, "max hops {}", s.max_hops());
+}
+
+#[test]
+fn small_rings_deliver_every_key_at_its_closest_node() {
+    let l = Config::default().leaf_set_size;
+    for (i, n) in [1, 2, 3, l / 2, l, l + 1].into_iter().enumerate() {
+        let seed = 100 + i as u64;
+        let mut net = grown(seed, n, Config::default());
+        assert!(net.leaf_set_errors().is_empty(), "seed {seed}: n = {n}");
+        // Keys at, next to and half-way between every pair of node ids, and random ones.
+        let ids: Vec<Id> = net.oracle().ids().collect();
+        let mut keys = Vec::new();
+        for (j, a) in ids.iter().enumerate() {
+            let b = ids[(j + 1) % ids.len()];
+            let mid = a.wrapping_add(a.cw_distance(b) / 2);
+            keys.extend([
+                *a,
+                a.wrapping_add(1),
+                a.wrapping_sub(1),
+                mid,
+                mid.wrapping_add(1),
+            ]);
+        }
+        for _ in 0..200 {
+            keys.push(net.random_id());
+        }
+        let nodes = net.active_addrs();
+        for (k, key) in keys.iter().enumerate() {
+            let from = nodes[k % nodes.len()];
+            net.lookup(from, *key);
+            net.run_for(Duration::from_millis(2));
+        }
+        net.run_for(Duration::from_secs(30));
+        let s = net.lookup_stats();
+        println!(
+            "seed {seed}: n = {n}: {} keys, {} correct",
+            s.sent, s.correct
+        );
+        assert_eq!(s.sent, keys.len() as u64);
+        assert_eq!(
+            (s.delivered, s.correct),
+            (s.sent, s.sent),
+            "seed {seed}: n = {n}"
+        );
+    }
+}
+
+/// Builds 2,000 nodes, removes 10% of them (killed or leaving), keeps issuing lookups while
+/// the overlay repairs, and returns the network, the simulated repair time, and the lookup
+/// totals of the repair window.
+fn churn_ten_percent(seed: u64, graceful: bool) -> (Network, Duration, LookupStats) {
+    let mut net = grown(seed, 2000, Config::default());
+    let mut victims: Vec<Addr> = net.active_addrs();
+    // A deterministic choice of 200 victims.
+    let mut chosen = Vec::new();
+    while chosen.len() < 200 {
+        let i = net.random_below(victims.len());
+        chosen.push(victims.swap_remove(i));
+    }
+    let before = net.lookup_stats().clone();
+    let start = net.now();
+    for a in &chosen {
+        if graceful {
+            net.leave(*a);
+        } else {
+            net.kill(*a);
+        }
+    }
+    // Lookups every 20 ms until every leaf set matches the oracle's ideal one.
+    let limit = start + Duration::from_secs(600);
+    let mut next_check = start;
+    let repaired = loop {
+        net.random_lookup();
+        net.run_for(Duration::from_millis(20));
+        if net.now() >= next_check {
+            next_check = net.now() + Duration::from_millis(500);
+            if net.leaf_set_errors().is_empty() {
+                break net.now();
+            }
+        }
+        assert!(
+            net.now() < limit,
+            "seed {seed}: not repaired after 600 s: {} leaf sets wrong",
+            net.leaf_set_errors().len()
+        );
+    };
+    // Let lookups still in flight finish, then take the totals of the window.
+    net.run_for(Duration::from_secs(60));
+    let after = net.lookup_stats().clone();
+    let window = LookupStats {
+        sent: after.sent - before.sent,
+        delivered: after.delivered - before.delivered,
+        correct: after.correct - before.correct,
+        incorrect: after.incorrect - before.incorrect,
+        duplicates: after.duplicates - before.duplicates,
+        failure_reports: after.failure_reports - before.failure_reports,
+        hops: Vec::new(),
+    };
+    (net, repaired - start, window)
+}
+
+fn after_repair_all_correct(net: &mut Network, seed: u64) {
+    let before = net.lookup_stats().clone();
+    lookups(net, 10_000, Duration::from_millis(1));
+    let (sent, delivered, correct, incorrect) = delta(net.lookup_stats(), &before);
+    println!("seed {seed}: after repair: sent {sent} delivered {delivered} correct {correct}");
+    assert_eq!(
+        (delivered, correct, incorrect),
+        (sent, sent, 0),
+        "seed {seed}"
+    );
+    assert_eq!(sent, 10_000);
+}
+
+#[test]
+fn ten_percent_killed_is_repaired_and_nothing_is_misdelivered() {
+    let seed = 21;
+    let (mut net, repair, during) = churn_ten_percent(seed, false);
+    println!(
+        "seed {seed}: silent failure of 200/2000 repaired in {repair:?}; during repair: sent {} \
+         delivered {} correct {} incorrect {} reported failed {}",
+        during.sent, during.delivered, during.correct, during.incorrect, during.failure_reports
+    );
+    assert_eq!(
+        during.incorrect, 0,
+        "seed {seed}: misdelivered during repair"
+    );
+    assert!(during.correct > 0);
+    assert!(net.sum_counters(|c| c.failures_detected) >= 200);
+    after_repair_all_correct(&mut net, seed);
+}
+
+#[test]
+fn ten_percent_leaving_is_repaired_sooner_than_ten_percent_failing() {
+    let seed = 21;
+    let (mut net, leave_repair, during) = churn_ten_percent(seed, true);
+    let (_, fail_repair, _) = churn_ten_percent(seed, false);
+    println!(
+        "seed {seed}: graceful leave of 200/2000 repaired in {leave_repair:?}, silent failure in \
+         {fail_repair:?}; during repair: sent {} delivered {} correct {} incorrect {}",
+        during.sent, during.delivered, during.correct, during.incorrect
+    );
+    assert_eq!(
+        during.incorrect, 0,
+        "seed {seed}: misdelivered during repair"
+    );
+    assert!(
+        leave_repair < fail_repair,
+        "leave {leave_repair:?} vs failure {fail_repair:?}"
+    );
+    let left = net
+        .addrs()
+        .filter(|a| net.state(*a) == NodeState::Left)
+        .count();
+    assert_eq!(left, 200, "every leaving node finished its leave");
+    after_repair_all_correct(&mut net, seed);
+}
+
+#[test]
+fn five_percent_loss_still_delivers_every_lookup_correctly() {
+    let seed = 31;
+    let mut cfg = NetConfig::with_seed(seed);
+    cfg.loss = 0.05;
+    let mut net = Network::new(cfg);
+    net.grow(100, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    net.run_for(Duration::from_secs(120));
+    lookups(&mut net, 2_000, Duration::from_millis(5));
+    let s = net.lookup_stats();
+    let (sent, dropped) = net.datagram_counts();
+    println!(
+        "seed {seed}: {} lookups, {} delivered, {} correct; {dropped} of {sent} datagrams dropped",
+        s.sent, s.delivered, s.correct
+    );
+    assert!(dropped * 100 > sent * 4, "the loss really happened");
+    assert_eq!((s.delivered, s.correct), (s.sent, s.sent), "seed {seed}");
+}
+
+fn scenario_digest(seed: u64) -> (u64, u64, Instant) {
+    let mut cfg = NetConfig::with_seed(seed);
+    cfg.loss = 0.02;
+    let mut net = Network::new(cfg);
+    net.grow(150, Duration::from_secs(300)).unwrap();
+    for a in [3, 50, 77] {
+        net.kill(a);
+    }
+    net.leave(90);
+    lookups(&mut net, 500, Duration::from_millis(7));
+    (net.digest(), net.events_processed(), net.now())
+}
+
+#[test]
+fn same_seed_same_run_bit_for_bit() {
+    let a = scenario_digest(5);
+    let b = scenario_digest(5);
+    let c = scenario_digest(6);
+    println!("seed 5: {a:?}; seed 6: {c:?}");
+    assert_eq!(a, b);
+    assert_ne!(a.0, c.0, "a different seed gives a different run");
+}
+
+#[test]
+fn state_per_node_at_ten_thousand_nodes() {
+    let seed = 41;
+    let mut net = grown(seed, 10_000, Config::default());
+    lookups(&mut net, 10_000, Duration::from_millis(1));
+    let active = net.active_addrs();
+    let total: usize = active
+        .iter()
+        .map(|a| net.node(*a).unwrap().state_bytes())
+        .sum();
+    let entries: usize = active
+        .iter()
+        .map(|a| net.node(*a).unwrap().routing_table().len())
+        .sum();
+    let per_node = total as f64 / active.len() as f64;
+    println!(
+        "seed {seed}: {} nodes, {:.0} bytes of state per node, {:.1} routing-table entries per node",
+        active.len(),
+        per_node,
+        entries as f64 / active.len() as f64
+    );
+    let s = net.lookup_stats();
+    assert_eq!((s.delivered, s.correct), (s.sent, s.sent));
+    assert!(per_node < 8192.0, "{per_node} bytes per node");
+}
