@@ -216,8 +216,8 @@ impl<A: Clone + PartialEq> LeafSet<A> {
             && (self.slot(Side::Cw, id).is_some() || self.slot(Side::Ccw, id).is_some())
     }
 
-    /// Inserts a node on every side where it is among the L/2 nearest. An existing member keeps
-    /// its place and has its handle refreshed.
+    /// Inserts a node on every side where it is among the L/2 nearest. Where it already sits,
+    /// it keeps its place and has its handle refreshed.
     pub(crate) fn insert(&mut self, peer: Peer<A>, now: Instant) -> Inserted<A> {
         let mut out = Inserted {
             added: false,
@@ -227,29 +227,28 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         if id == self.own {
             return out;
         }
-        if self.update(id, |e| {
+        let was_member = self.contains(id);
+        self.update(id, |e| {
             e.peer.handle.addr = peer.handle.addr.clone();
             if peer.rtt.srtt().is_some() {
                 e.peer.rtt = peer.rtt;
             }
             e.peer.flags |= peer.flags & (crate::peer::VERIFIED | crate::peer::CONFIRMED);
             e.last_heard = e.last_heard.max(now);
-        }) {
-            return out;
-        }
+        });
         let mut evicted: SmallVec<[Peer<A>; 2]> = SmallVec::new();
         for side in [Side::Cw, Side::Ccw] {
+            if self.side(side).iter().any(|e| e.peer.id() == id) {
+                continue;
+            }
             if let Some(pos) = self.slot(side, id) {
                 let half = self.half;
+                let entry = self.entry(id).cloned().unwrap_or(LeafEntry {
+                    peer: peer.clone(),
+                    last_heard: now,
+                });
                 let entries = self.side_mut(side);
-                entries.insert(
-                    pos,
-                    LeafEntry {
-                        peer: peer.clone(),
-                        last_heard: now,
-                    },
-                );
-                out.added = true;
+                entries.insert(pos, entry);
                 if entries.len() > half
                     && let Some(e) = entries.pop()
                 {
@@ -257,6 +256,7 @@ impl<A: Clone + PartialEq> LeafSet<A> {
                 }
             }
         }
+        out.added = !was_member && self.contains(id);
         for p in evicted {
             if !self.contains(p.id()) && !out.displaced.iter().any(|d| d.id() == p.id()) {
                 out.displaced.push(p);

@@ -94,6 +94,9 @@ mod table;
 mod time;
 pub mod wire;
 
+#[cfg(test)]
+mod proptests;
+
 pub use addr::{Address, NodeHandle};
 pub use app::{Application, Context, Forward, LeafChange, MessageId, RouteMessage};
 pub use config::{Config, ConfigError};
