@@ -15,3 +15,8 @@ pub use net::{
     Addr, Delivery, LOOKUP_APP, Latency, Lookup, LookupStats, NetConfig, Network, NodeState,
 };
 pub use oracle::Oracle;
+
+/// The README's code examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
