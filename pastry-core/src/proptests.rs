@@ -202,7 +202,7 @@ proptest! {
     /// that the body decoders are reached.
     #[test]
     fn decoding_plausible_datagrams_never_panics(
-        t in 1u8..=11,
+        t in 1u8..=12,
         body in prop::collection::vec(any::<u8>(), 0..400),
     ) {
         let mut bytes = alloc::vec![crate::wire::MAGIC, crate::wire::VERSION, t];
@@ -324,8 +324,17 @@ fn arb_message() -> impl Strategy<Value = Message<SocketAddr>> {
                 payload
             }
         ),
-        Just(Message::JoinRequest),
-        arb_leaf().prop_map(|leaf| Message::JoinReply { leaf }),
+        (0u16..100).prop_map(|padding| Message::JoinRequest { padding }),
+        (arb_handle(), arb_leaf()).prop_map(|(root, leaf)| Message::JoinReply { root, leaf }),
+        (
+            arb_handle(),
+            prop::collection::vec(
+                (0u8..128, prop::collection::vec(arb_handle(), 0..=16)),
+                0..4
+            ),
+            prop::option::of(arb_leaf()),
+        )
+            .prop_map(|(joiner, rows, leaf)| Message::JoinState { joiner, rows, leaf }),
         (0u8..128, 0u16..300).prop_map(|(row, padding)| Message::RowRequest { row, padding }),
         prop::collection::vec(
             (0u8..128, prop::collection::vec(arb_handle(), 0..=16)),

@@ -35,6 +35,11 @@ const T_JOIN_REPLY: u8 = 8;
 const T_ROW_REQUEST: u8 = 9;
 const T_ROWS: u8 = 10;
 const T_LEAVE: u8 = 11;
+const T_JOIN_STATE: u8 = 12;
+
+/// Smallest `JoinRequest` a node answers: it earns the verification probes the bootstrap node
+/// sends to the joiner (four plain probes of 27 bytes) under the 3x anti-amplification limit.
+pub const JOIN_REQUEST_MIN_LEN: usize = 40;
 
 const BODY_APP: u8 = 0;
 const BODY_JOIN: u8 = 1;
@@ -69,6 +74,9 @@ pub enum DecodeError {
     #[error("malformed datagram: {0}")]
     Invalid(&'static str),
 }
+
+/// One routing-table row on the wire: its index and its entries.
+pub type Row<A> = (u8, Vec<NodeHandle<A>>);
 
 /// The sender's view of its leaf set: each side nearest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,12 +181,29 @@ pub enum Message<A> {
         /// Application bytes.
         payload: Vec<u8>,
     },
-    /// A new node asks a member to route its join.
-    JoinRequest,
-    /// The root of a join gives the joining node its leaf set.
+    /// A new node asks a member (its bootstrap node) to route its join. Padded to at least
+    /// [`JOIN_REQUEST_MIN_LEN`] bytes.
+    JoinRequest {
+        /// Number of zero bytes of padding.
+        padding: u16,
+    },
+    /// The bootstrap node passes the join's root and the root's leaf set to the joiner.
     JoinReply {
+        /// The root of the join.
+        root: NodeHandle<A>,
         /// The root's leaf set.
         leaf: LeafSetMsg<A>,
+    },
+    /// A node on a join's path gives the bootstrap node (the join's origin) what the joiner
+    /// needs: its routing-table rows and, from the root, its leaf set. The bootstrap node is
+    /// the only member the joiner contacted, so it alone sends to the joiner.
+    JoinState {
+        /// The joining node.
+        joiner: NodeHandle<A>,
+        /// Routing-table rows for the joiner.
+        rows: Vec<Row<A>>,
+        /// The root's leaf set (only in the root's message).
+        leaf: Option<LeafSetMsg<A>>,
     },
     /// Asks for one routing-table row. `padding` (zero bytes) lets the request earn a full
     /// row under the anti-amplification limit.
@@ -191,7 +216,7 @@ pub enum Message<A> {
     /// Routing-table rows.
     Rows {
         /// `(row index, entries)` pairs.
-        rows: Vec<(u8, Vec<NodeHandle<A>>)>,
+        rows: Vec<Row<A>>,
     },
     /// The sender is leaving the overlay. Its leaf set names each receiver's replacement.
     Leave {
@@ -300,6 +325,23 @@ impl<'a> Reader<'a> {
         Ok(LeafSetMsg { cw, ccw })
     }
 
+    fn rows<A: Address>(&mut self) -> Result<Vec<Row<A>>, DecodeError> {
+        let n = usize::from(self.u8()?);
+        if n > MAX_ROWS {
+            return Err(DecodeError::Invalid("list too long"));
+        }
+        let mut rows = Vec::with_capacity(n.min(self.buf.len() / 2));
+        for _ in 0..n {
+            let row = self.u8()?;
+            if usize::from(row) >= MAX_ROWS {
+                return Err(DecodeError::Invalid("row index"));
+            }
+            let count = usize::from(self.u8()?);
+            rows.push((row, self.handles(count, MAX_ROW_ENTRIES)?));
+        }
+        Ok(rows)
+    }
+
     fn padding(&mut self) -> Result<u16, DecodeError> {
         let n = self.u16()?;
         if self.take(usize::from(n))?.iter().any(|b| *b != 0) {
@@ -324,6 +366,22 @@ fn put_leaf<A: Address>(out: &mut Vec<u8>, l: &LeafSetMsg<A>) {
     out.push(l.ccw.len() as u8);
     for h in l.cw.iter().chain(l.ccw.iter()) {
         put_handle(out, h);
+    }
+}
+
+fn put_padding(out: &mut Vec<u8>, padding: u16) {
+    out.extend_from_slice(&padding.to_be_bytes());
+    out.resize(out.len() + usize::from(padding), 0);
+}
+
+fn put_rows<A: Address>(out: &mut Vec<u8>, rows: &[Row<A>]) {
+    out.push(rows.len() as u8);
+    for (r, entries) in rows {
+        out.push(*r);
+        out.push(entries.len() as u8);
+        for h in entries {
+            put_handle(out, h);
+        }
     }
 }
 
@@ -416,11 +474,12 @@ impl<A: Address> Datagram<A> {
             Message::Route(_) => T_ROUTE,
             Message::Ack { .. } => T_ACK,
             Message::Direct { .. } => T_DIRECT,
-            Message::JoinRequest => T_JOIN_REQUEST,
+            Message::JoinRequest { .. } => T_JOIN_REQUEST,
             Message::JoinReply { .. } => T_JOIN_REPLY,
             Message::RowRequest { .. } => T_ROW_REQUEST,
             Message::Rows { .. } => T_ROWS,
             Message::Leave { .. } => T_LEAVE,
+            Message::JoinState { .. } => T_JOIN_STATE,
         };
         put_header(out, t, self.sender);
         match &self.message {
@@ -439,8 +498,7 @@ impl<A: Address> Datagram<A> {
                 for id in failed {
                     out.extend_from_slice(&id.to_bytes());
                 }
-                out.extend_from_slice(&padding.to_be_bytes());
-                out.resize(out.len() + usize::from(*padding), 0);
+                put_padding(out, *padding);
             }
             Message::ProbeReply { nonce, leaf } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
@@ -449,7 +507,11 @@ impl<A: Address> Datagram<A> {
                     put_leaf(out, l);
                 }
             }
-            Message::Heartbeat { leaf } | Message::JoinReply { leaf } => put_leaf(out, leaf),
+            Message::Heartbeat { leaf } => put_leaf(out, leaf),
+            Message::JoinReply { root, leaf } => {
+                put_handle(out, root);
+                put_leaf(out, leaf);
+            }
             Message::Route(r) => put_route_body(out, r),
             Message::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
             Message::Leave { seq, leaf } => {
@@ -468,22 +530,20 @@ impl<A: Address> Datagram<A> {
                 out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 out.extend_from_slice(payload);
             }
-            Message::JoinRequest => {}
-            Message::RowRequest { row, padding } => {
-                out.push(*row);
-                out.extend_from_slice(&padding.to_be_bytes());
-                out.resize(out.len() + usize::from(*padding), 0);
-            }
-            Message::Rows { rows } => {
-                out.push(rows.len() as u8);
-                for (r, entries) in rows {
-                    out.push(*r);
-                    out.push(entries.len() as u8);
-                    for h in entries {
-                        put_handle(out, h);
-                    }
+            Message::JoinRequest { padding } => put_padding(out, *padding),
+            Message::JoinState { joiner, rows, leaf } => {
+                put_handle(out, joiner);
+                put_rows(out, rows);
+                out.push(u8::from(leaf.is_some()));
+                if let Some(l) = leaf {
+                    put_leaf(out, l);
                 }
             }
+            Message::RowRequest { row, padding } => {
+                out.push(*row);
+                put_padding(out, *padding);
+            }
+            Message::Rows { rows } => put_rows(out, rows),
         }
     }
 
@@ -605,8 +665,23 @@ impl<A: Address> Datagram<A> {
                     payload: r.payload()?,
                 }
             }
-            T_JOIN_REQUEST => Message::JoinRequest,
-            T_JOIN_REPLY => Message::JoinReply { leaf: r.leaf()? },
+            T_JOIN_REQUEST => Message::JoinRequest {
+                padding: r.padding()?,
+            },
+            T_JOIN_REPLY => Message::JoinReply {
+                root: r.handle()?,
+                leaf: r.leaf()?,
+            },
+            T_JOIN_STATE => {
+                let joiner = r.handle()?;
+                let rows = r.rows()?;
+                let leaf = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.leaf()?),
+                    _ => return Err(DecodeError::Invalid("leaf flag")),
+                };
+                Message::JoinState { joiner, rows, leaf }
+            }
             T_ROW_REQUEST => {
                 let row = r.u8()?;
                 if usize::from(row) >= MAX_ROWS {
@@ -615,22 +690,7 @@ impl<A: Address> Datagram<A> {
                 let padding = r.padding()?;
                 Message::RowRequest { row, padding }
             }
-            T_ROWS => {
-                let n = usize::from(r.u8()?);
-                if n > MAX_ROWS {
-                    return Err(DecodeError::Invalid("list too long"));
-                }
-                let mut rows = Vec::with_capacity(n.min(r.buf.len() / 2));
-                for _ in 0..n {
-                    let row = r.u8()?;
-                    if usize::from(row) >= MAX_ROWS {
-                        return Err(DecodeError::Invalid("row index"));
-                    }
-                    let count = usize::from(r.u8()?);
-                    rows.push((row, r.handles(count, MAX_ROW_ENTRIES)?));
-                }
-                Message::Rows { rows }
-            }
+            T_ROWS => Message::Rows { rows: r.rows()? },
             T_LEAVE => Message::Leave {
                 seq: r.u32()?,
                 leaf: r.leaf()?,
@@ -646,15 +706,11 @@ impl<A: Address> Datagram<A> {
 
 /// Splits routing-table rows into as few `Rows` datagrams as fit `max_len` bytes each. A row
 /// too long for one datagram is split across several.
-pub fn encode_rows<A: Address>(
-    sender: Id,
-    rows: &[(u8, Vec<NodeHandle<A>>)],
-    max_len: usize,
-) -> Vec<Vec<u8>> {
+pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut current: Vec<(u8, Vec<NodeHandle<A>>)> = Vec::new();
+    let mut current: Vec<Row<A>> = Vec::new();
     let mut size = HEADER_LEN + 1;
-    let flush = |current: &mut Vec<(u8, Vec<NodeHandle<A>>)>, out: &mut Vec<Vec<u8>>| {
+    let flush = |current: &mut Vec<Row<A>>, out: &mut Vec<Vec<u8>>| {
         if !current.is_empty() {
             let d = Datagram::new(
                 sender,
@@ -761,8 +817,21 @@ mod tests {
                 app: 1,
                 payload: vec![],
             },
-            Message::JoinRequest,
-            Message::JoinReply { leaf },
+            Message::JoinRequest { padding: 21 },
+            Message::JoinReply {
+                root: h(8, 8),
+                leaf: leaf.clone(),
+            },
+            Message::JoinState {
+                joiner: h(4, 4),
+                rows: vec![(1, vec![h(6, 6)])],
+                leaf: Some(leaf),
+            },
+            Message::JoinState {
+                joiner: h(4, 4),
+                rows: vec![],
+                leaf: None,
+            },
             Message::RowRequest { row: 3, padding: 2 },
             Message::Rows {
                 rows: vec![(0, vec![h(5, 5)]), (1, vec![])],
@@ -798,7 +867,8 @@ mod tests {
 
     #[test]
     fn header_errors_are_typed() {
-        let bytes = Datagram::<u32>::new(Id::new(1), Message::JoinRequest).to_bytes();
+        let bytes =
+            Datagram::<u32>::new(Id::new(1), Message::JoinRequest { padding: 0 }).to_bytes();
         let mut b = bytes.clone();
         b[0] = 0;
         assert_eq!(

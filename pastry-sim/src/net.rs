@@ -235,6 +235,8 @@ pub struct Network {
     datagrams: u64,
     dropped: u64,
     trace: bool,
+    /// Datagrams and bytes sent to addresses that are not nodes (forged sources in tests).
+    outside: HashMap<Addr, (u64, u64)>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -268,6 +270,7 @@ impl Network {
             datagrams: 0,
             dropped: 0,
             trace: false,
+            outside: HashMap::new(),
         }
     }
 
@@ -380,12 +383,7 @@ impl Network {
         for _ in 0..n {
             let id = self.random_id();
             let addr = self.spawn(id);
-            match self.random_active() {
-                None => self.bootstrap(addr),
-                Some(via) => self.join(addr, via),
-            }
-            let deadline = self.now + patience;
-            if !self.run_until_cond(deadline, |net| net.state(addr) == NodeState::Active) {
+            if !self.start(addr, patience) {
                 return Err(format!(
                     "node {addr} ({id}) not active after {patience:?} (network of {})",
                     self.oracle.len()
@@ -428,6 +426,35 @@ impl Network {
         slot.timer = None;
         slot.active_at = None;
         self.join(addr, via);
+    }
+
+    /// Delivers `bytes` to `to` now, as if `from` had sent them. `from` may be an address
+    /// that is not a node (a forged source): what nodes send back to it is counted by
+    /// [`Network::sent_outside`].
+    pub fn inject(&mut self, to: Addr, from: Addr, bytes: Vec<u8>) {
+        let at = self.now;
+        self.push(at, Kind::Datagram { to, from, bytes });
+    }
+
+    /// Datagrams and bytes the nodes sent to an address that is not a node.
+    pub fn sent_outside(&self, addr: Addr) -> (u64, u64) {
+        self.outside.get(&addr).copied().unwrap_or_default()
+    }
+
+    /// The node at `addr`, mutably (to register applications before it starts).
+    pub fn node_mut(&mut self, addr: Addr) -> Option<&mut Node<Addr>> {
+        self.slots[addr as usize].node.as_mut()
+    }
+
+    /// Starts a node created with [`Network::spawn`]: a new ring if no node is active, else a
+    /// join through a random active node. Returns whether it became active within `patience`.
+    pub fn start(&mut self, addr: Addr, patience: Duration) -> bool {
+        match self.random_active() {
+            None => self.bootstrap(addr),
+            Some(via) => self.join(addr, via),
+        }
+        let deadline = self.now + patience;
+        self.run_until_cond(deadline, |net| net.state(addr) == NodeState::Active)
     }
 
     /// A node's state.
@@ -584,8 +611,12 @@ impl Network {
                 };
                 // Malformed input is counted by the node; the simulator only sends what nodes
                 // produced, so an error here would be a bug worth seeing.
-                if let Err(e) = node.handle_datagram(now, from, &bytes) {
-                    panic!("node {to} rejected a datagram from {from}: {e}");
+                // Malformed input is counted by the node. Injected bytes may be malformed on
+                // purpose; a node's own output never is, and would be a bug worth seeing.
+                if let Err(e) = node.handle_datagram(now, from, &bytes)
+                    && (from as usize) < self.slots.len()
+                {
+                    panic!("node {to} rejected a datagram from node {from}: {e}");
                 }
                 self.drain(to);
             }
@@ -643,7 +674,9 @@ impl Network {
                 continue;
             }
             if (t.destination as usize) >= self.slots.len() {
-                self.dropped += 1;
+                let e = self.outside.entry(t.destination).or_default();
+                e.0 += 1;
+                e.1 += t.contents.len() as u64;
                 continue;
             }
             let at = now + self.latency(addr, t.destination);

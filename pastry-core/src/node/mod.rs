@@ -1,6 +1,8 @@
 //! The node: the whole protocol as an event-in / actions-out state machine.
 
+mod join;
 mod membership;
+mod probes;
 mod routing;
 
 use alloc::boxed::Box;
@@ -291,7 +293,7 @@ pub(crate) struct SeenCache {
 }
 
 const SEEN_MAX: usize = 4096;
-const VERIFIED_CACHE: usize = 32;
+pub(crate) const VERIFIED_CACHE: usize = 32;
 const DEAD_MEMORY: usize = 64;
 
 fn fingerprint(origin: Id, seq: u32) -> u64 {
@@ -388,7 +390,11 @@ pub(crate) struct Core<A: Address> {
     in_flight: Map<u32, routing::InFlight<A>>,
     next_seq: u32,
     next_msg_seq: u32,
-    probes: Map<A, membership::ProbeState<A>>,
+    probes: Map<A, probes::ProbeState<A>>,
+    /// Send budgets of addresses that have not answered a probe yet.
+    budgets: VecDeque<probes::Budget<A>>,
+    /// Joins this node is the bootstrap node of.
+    relays: Vec<join::Relay<A>>,
     /// Ids with a leaf-set probe under way (a joining node waits for them).
     pending_leaf: Vec<Id>,
     /// The member last asked for its leaf set to fill a hole, per side (cw, ccw).
@@ -401,6 +407,8 @@ pub(crate) struct Core<A: Address> {
     heartbeat_at: Instant,
     maintenance_at: Instant,
     pns_budget: usize,
+    /// Earliest time of the next lazy request to fill an empty routing-table cell.
+    next_fill: Instant,
     counters: Counters,
     max_payload: usize,
 }
@@ -433,6 +441,8 @@ impl<A: Address> Node<A> {
             next_seq: 1,
             next_msg_seq: 1,
             probes: new_map(),
+            budgets: VecDeque::new(),
+            relays: Vec::new(),
             pending_leaf: Vec::new(),
             repair_asked: [None, None],
             held: Vec::new(),
@@ -445,6 +455,7 @@ impl<A: Address> Node<A> {
             heartbeat_at: now,
             maintenance_at: now,
             pns_budget: config.maintenance_probes,
+            next_fill: now,
             counters: Counters::default(),
             max_payload,
             cfg: config,
@@ -716,8 +727,9 @@ impl<A: Address> Node<A> {
             in_flight: c.in_flight.capacity()
                 * (core::mem::size_of::<(u32, routing::InFlight<A>)>() + 1)
                 + c.in_flight.values().map(|f| f.heap_bytes()).sum::<usize>(),
-            probes: c.probes.capacity()
-                * (core::mem::size_of::<(A, membership::ProbeState<A>)>() + 1)
+            probes: c.probes.capacity() * (core::mem::size_of::<(A, probes::ProbeState<A>)>() + 1)
+                + c.budgets.capacity() * core::mem::size_of::<probes::Budget<A>>()
+                + c.relays.capacity() * core::mem::size_of::<join::Relay<A>>()
                 + c.probes.values().map(|p| p.heap_bytes()).sum::<usize>()
                 + c.pending_leaf.capacity() * core::mem::size_of::<Id>(),
             caches: c.seen.heap_bytes()
@@ -832,31 +844,6 @@ impl<A: Address> Core<A> {
         Datagram::new(self.me.id, message).to_bytes()
     }
 
-    /// Whether `addr` answered a probe of ours (so sending it more than a reply's worth is
-    /// not an amplification risk).
-    pub(crate) fn is_verified(&self, id: Id, addr: &A) -> bool {
-        let known = |p: &crate::Peer<A>| p.is_verified() && &p.handle.addr == addr;
-        self.leaf.get(id).is_some_and(known)
-            || self.table.find(id).is_some_and(known)
-            || self.verified.contains(addr)
-    }
-
-    pub(crate) fn remember_verified(&mut self, id: Id, addr: &A) {
-        let mark = |p: &mut crate::Peer<A>| {
-            if &p.handle.addr == addr {
-                p.set_flag(crate::peer::VERIFIED, true);
-            }
-        };
-        self.leaf.update(id, |e| mark(&mut e.peer));
-        self.table.update(id, mark);
-        if !self.verified.contains(addr) {
-            if self.verified.len() >= VERIFIED_CACHE {
-                self.verified.pop_front();
-            }
-            self.verified.push_back(addr.clone());
-        }
-    }
-
     pub(crate) fn recently_dead(&mut self, id: Id, now: Instant) -> bool {
         let memory = self.cfg.failure_timeout * 5;
         while let Some(&(_, t)) = self.dead.front() {
@@ -913,6 +900,7 @@ impl<A: Address> Core<A> {
 
     fn dispatch(&mut self, now: Instant, from: A, d: Datagram<A>, len: usize, apps: &mut Apps<A>) {
         let sender = NodeHandle::new(d.sender, from);
+        self.note_received(&sender, len);
         self.heard_from(now, &sender);
         if let Phase::Leaving { .. } = self.phase {
             // A leaving node collects the acknowledgements of its goodbyes and answers anything
@@ -920,7 +908,7 @@ impl<A: Address> Core<A> {
             match d.message {
                 Message::Ack { seq } => self.on_ack(now, &sender, seq, apps),
                 Message::Leave { .. } => {}
-                _ => self.answer_with_leave(&sender, len),
+                _ => self.answer_with_leave(&sender),
             }
             return;
         }
@@ -933,8 +921,7 @@ impl<A: Address> Core<A> {
             } => self.on_probe(
                 now,
                 sender,
-                len,
-                membership::Probe {
+                probes::Probe {
                     nonce,
                     leaf,
                     failed,
@@ -963,9 +950,12 @@ impl<A: Address> Core<A> {
                 },
                 apps,
             ),
-            Message::JoinRequest => self.on_join_request(now, sender, apps),
-            Message::JoinReply { leaf } => self.on_join_reply(now, sender, leaf, apps),
-            Message::RowRequest { row, .. } => self.on_row_request(sender, len, row),
+            Message::JoinRequest { .. } => self.on_join_request(now, sender, len, apps),
+            Message::JoinReply { root, leaf } => self.on_join_reply(now, sender, root, leaf, apps),
+            Message::JoinState { joiner, rows, leaf } => {
+                self.on_join_state(now, sender, joiner, rows, leaf)
+            }
+            Message::RowRequest { row, .. } => self.on_row_request(sender, row),
             Message::Rows { rows } => self.on_rows(now, sender, rows),
             Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
         }

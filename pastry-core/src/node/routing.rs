@@ -111,7 +111,7 @@ impl<A: Address> Core<A> {
         // Acknowledge every copy, so that a sender whose acknowledgement was lost stops
         // retransmitting; forward only the first.
         let ack = self.encode(Message::Ack { seq: msg.seq });
-        self.transmit(sender.addr, ack, true);
+        self.send_budgeted(Some(sender.id), &sender.addr, ack, true);
         if !self.seen.insert(now, msg.origin.id, msg.msg_seq) {
             self.counters.duplicates += 1;
             return;
@@ -158,14 +158,19 @@ impl<A: Address> Core<A> {
             if usize::from(*next_row) <= shared && self.is_active() {
                 let first = usize::from(*next_row);
                 *next_row = u8::try_from(shared + 1).unwrap_or(u8::MAX);
-                let joiner = joiner.clone();
-                self.send_rows(now, &joiner, first..=shared);
+                let (origin, joiner) = (msg.origin.clone(), joiner.clone());
+                self.join_hop(now, &origin, &joiner, first, shared);
             }
         }
         match self.decide(&msg) {
             Decision::Deliver => self.deliver(now, apps, msg),
             Decision::Hold => self.hold(now, msg, expires),
-            Decision::Forward(next, via) => self.forward(now, apps, msg, next, via, upcall),
+            Decision::Forward(next, via) => {
+                if via == Via::Rare {
+                    self.fill_cell_for(now, msg.key);
+                }
+                self.forward(now, apps, msg, next, via, upcall)
+            }
         }
     }
 
@@ -222,7 +227,7 @@ impl<A: Address> Core<A> {
 
     fn deliver(&mut self, now: Instant, apps: &mut Apps<A>, msg: RouteMsg<A>) {
         match msg.body {
-            RouteBody::Join { joiner, .. } => self.send_join_reply(now, &joiner),
+            RouteBody::Join { joiner, .. } => self.join_root(now, &msg.origin, &joiner),
             RouteBody::App { app, payload } => {
                 self.counters.delivered += 1;
                 let view = RouteMessage {
@@ -359,7 +364,7 @@ impl<A: Address> Core<A> {
         }
         // A goodbye is small and goes only to leaf-set members, which contacted us first; a
         // leaving node no longer waits for anyone's address to be verified.
-        let verified = matches!(kind, FlightKind::Leave) || self.is_verified(to.id, &to.addr);
+        let verified = matches!(kind, FlightKind::Leave) || self.is_verified(Some(to.id), &to.addr);
         self.in_flight.insert(
             seq,
             InFlight {
@@ -501,6 +506,19 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// A message that cannot even wait for its next hop's address to be verified (the queue
+    /// for that address is full) is dropped and reported.
+    pub(crate) fn flight_unsendable(&mut self, _now: Instant, seq: u32) {
+        let Some(f) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        match f.kind {
+            FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::Overloaded),
+            FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
+            FlightKind::Leave => {}
+        }
+    }
+
     /// Sends every message in flight to `id` elsewhere (the node is gone).
     pub(crate) fn reroute_flights_to(&mut self, now: Instant, id: Id, apps: &mut Apps<A>) {
         let mut seqs: Vec<u32> = self
@@ -538,7 +556,7 @@ impl<A: Address> Core<A> {
             payload,
         } = direct;
         let ack = self.encode(Message::Ack { seq });
-        self.transmit(sender.addr.clone(), ack, true);
+        self.send_budgeted(Some(sender.id), &sender.addr, ack, true);
         if !self.seen.insert(now, sender.id, msg_seq) {
             self.counters.duplicates += 1;
             return;

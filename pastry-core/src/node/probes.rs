@@ -1,0 +1,611 @@
+//! Probes, address verification and the anti-amplification budget.
+//!
+//! An address is *verified* once it has answered one of our probes (the reply echoes a nonce
+//! we sent there). Until then:
+//!
+//! - everything sent to it is charged to a budget of three times the bytes received from it,
+//!   so a datagram with a forged source cannot make this node send its victim more than three
+//!   times what the forger sent;
+//! - a leaf-set probe to it goes out as a plain probe first, and becomes a leaf-set probe (with
+//!   our leaf set and padding) once the address has answered;
+//! - routed messages, heartbeats and join data for it wait, in a bounded queue, for the
+//!   address to answer.
+//!
+//! The one exception to the budget are plain probes (27 bytes, at most `1 + probe_retries`
+//! sends) to addresses learned from a verified source (a verified node's leaf set or rows, or
+//! the bootstrap address the application gave us): learned state must be probed before it is
+//! trusted, and a stranger cannot make us send them because gossip from unverified addresses
+//! is ignored.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::{Apps, Core, TimerKind};
+use crate::peer::{CONFIRMED, SUSPECT, VERIFIED};
+use crate::wire::{self, LeafSetMsg, Message};
+use crate::{Address, Id, Instant, NodeHandle, Peer, Rtt};
+
+/// A leaf-set probe: it carries our leaf set and the reply carries theirs; on reply the node
+/// enters our leaf set, confirmed.
+pub(crate) const P_LEAF: u8 = 1;
+/// On reply the node is offered to the routing table (every reply does this; the flag only
+/// records why the probe was sent).
+pub(crate) const P_TABLE: u8 = 2;
+/// The node went silent; no reply means it is dead.
+pub(crate) const P_LIVE: u8 = 4;
+/// Datagrams wait for the node's address to answer.
+pub(crate) const P_VERIFY: u8 = 8;
+/// The suspicion came from another node's failure notice: if confirmed, the node does not
+/// notify others unless it was a ring neighbour of the dead node.
+pub(crate) const P_NOTICED: u8 = 16;
+
+/// Datagrams that may wait for one address to be verified.
+const MAX_QUEUED: usize = 16;
+/// Bytes of a plain probe (no leaf set, no failed ids, no padding).
+pub(crate) const PLAIN_PROBE_LEN: usize = wire::HEADER_LEN + 4 + 1 + 1 + 2;
+/// Unverified addresses whose budget is tracked.
+const AMP_ENTRIES: usize = 64;
+
+/// A probe as received.
+pub(crate) struct Probe<A> {
+    pub(crate) nonce: u32,
+    pub(crate) leaf: Option<LeafSetMsg<A>>,
+    pub(crate) failed: Vec<Id>,
+}
+
+/// An outstanding probe, keyed by the probed address.
+pub(crate) struct ProbeState<A> {
+    /// The node we expect to answer (unknown for the bootstrap address).
+    pub(crate) id: Option<Id>,
+    nonce: u32,
+    pub(crate) purpose: u8,
+    /// Failed ids the probe announces.
+    failed: Vec<Id>,
+    /// Whether the last send carried our leaf set.
+    sent_leaf: bool,
+    /// The address was learned from a verified source: plain probes need no budget.
+    exempt: bool,
+    attempts: u8,
+    sent_at: Instant,
+    deadline: Instant,
+    pub(crate) queued: Vec<Vec<u8>>,
+    pub(crate) flights: Vec<u32>,
+    _addr: core::marker::PhantomData<A>,
+}
+
+impl<A> ProbeState<A> {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.failed.capacity() * 16
+            + self.queued.iter().map(Vec::capacity).sum::<usize>()
+            + self.queued.capacity() * core::mem::size_of::<Vec<u8>>()
+            + self.flights.capacity() * 4
+    }
+}
+
+/// Bytes received from and sent to an address that has not answered a probe yet.
+pub(crate) struct Budget<A> {
+    addr: A,
+    rx: u32,
+    tx: u32,
+}
+
+impl<A: Address> Core<A> {
+    // ----- verification and budgets -----
+
+    /// Whether `addr` answered a probe of ours (so sending it more than a reply's worth is not
+    /// an amplification risk). `id` is the node we believe is there, if known.
+    pub(crate) fn is_verified(&self, id: Option<Id>, addr: &A) -> bool {
+        let known = |p: &Peer<A>| p.is_verified() && &p.handle.addr == addr;
+        id.is_some_and(|id| {
+            self.leaf.get(id).is_some_and(known) || self.table.find(id).is_some_and(known)
+        }) || self.verified.contains(addr)
+    }
+
+    pub(crate) fn remember_verified(&mut self, id: Id, addr: &A) {
+        let mark = |p: &mut Peer<A>| {
+            if &p.handle.addr == addr {
+                p.set_flag(VERIFIED, true);
+            }
+        };
+        self.leaf.update(id, |e| mark(&mut e.peer));
+        self.table.update(id, mark);
+        self.budgets.retain(|b| &b.addr != addr);
+        if !self.verified.contains(addr) {
+            if self.verified.len() >= super::VERIFIED_CACHE {
+                self.verified.pop_front();
+            }
+            self.verified.push_back(addr.clone());
+        }
+    }
+
+    /// Credits the budget of an unverified address with a datagram received from it.
+    pub(crate) fn note_received(&mut self, from: &NodeHandle<A>, len: usize) {
+        if self.is_verified(Some(from.id), &from.addr) {
+            return;
+        }
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        if let Some(b) = self.budgets.iter_mut().find(|b| b.addr == from.addr) {
+            b.rx = b.rx.saturating_add(len);
+            return;
+        }
+        if self.budgets.len() >= AMP_ENTRIES {
+            self.budgets.pop_front();
+        }
+        self.budgets.push_back(Budget {
+            addr: from.addr.clone(),
+            rx: len,
+            tx: 0,
+        });
+    }
+
+    /// Bytes we may still send to `addr`: unlimited (the datagram size) once verified,
+    /// otherwise three times what it sent us minus what we sent it.
+    pub(crate) fn budget_left(&self, id: Option<Id>, addr: &A) -> usize {
+        if self.is_verified(id, addr) {
+            return self.cfg.max_datagram_size;
+        }
+        self.budgets
+            .iter()
+            .find(|b| &b.addr == addr)
+            .map_or(0, |b| (3 * b.rx as usize).saturating_sub(b.tx as usize))
+            .min(self.cfg.max_datagram_size)
+    }
+
+    fn spend(&mut self, addr: &A, len: usize) -> bool {
+        let Some(b) = self.budgets.iter_mut().find(|b| &b.addr == addr) else {
+            return false;
+        };
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        if u64::from(b.tx) + u64::from(len32) > 3 * u64::from(b.rx) {
+            return false;
+        }
+        b.tx += len32;
+        true
+    }
+
+    /// Sends a datagram to `to` if it is verified or its budget allows; counts it otherwise.
+    pub(crate) fn send_budgeted(
+        &mut self,
+        id: Option<Id>,
+        to: &A,
+        bytes: Vec<u8>,
+        control: bool,
+    ) -> bool {
+        if self.is_verified(id, to) || self.spend(to, bytes.len()) {
+            self.transmit(to.clone(), bytes, control);
+            true
+        } else {
+            self.counters.amplification_limited += 1;
+            false
+        }
+    }
+
+    /// Sends a control datagram once `to`'s address is verified (at once if it is). `exempt`:
+    /// the address was learned from a verified source.
+    pub(crate) fn send_verified(
+        &mut self,
+        now: Instant,
+        to: &NodeHandle<A>,
+        bytes: Vec<u8>,
+        exempt: bool,
+    ) {
+        if self.is_verified(Some(to.id), &to.addr) {
+            self.transmit(to.addr.clone(), bytes, true);
+            return;
+        }
+        self.probe_addr(now, to.addr.clone(), Some(to.id), P_VERIFY, &[], exempt);
+        match self.probes.get_mut(&to.addr) {
+            Some(p) if p.queued.len() < MAX_QUEUED => p.queued.push(bytes),
+            _ => self.counters.amplification_limited += 1,
+        }
+    }
+
+    /// Parks a message in flight until `to`'s address is verified.
+    pub(crate) fn verify_then_flight(&mut self, now: Instant, to: &NodeHandle<A>, seq: u32) {
+        self.probe_addr(now, to.addr.clone(), Some(to.id), P_VERIFY, &[], false);
+        match self.probes.get_mut(&to.addr) {
+            Some(p) if p.flights.len() < MAX_QUEUED => p.flights.push(seq),
+            // No room to wait: the message counts as not acknowledged.
+            _ => self.flight_unsendable(now, seq),
+        }
+    }
+
+    // ----- probing -----
+
+    /// Probes a node, or adds `purpose` to a probe already under way. `failed` names nodes we
+    /// found dead (a failure notice). `exempt`: the node was learned from a verified source.
+    pub(crate) fn probe(
+        &mut self,
+        now: Instant,
+        to: &NodeHandle<A>,
+        purpose: u8,
+        failed: &[Id],
+        exempt: bool,
+    ) {
+        self.probe_addr(now, to.addr.clone(), Some(to.id), purpose, failed, exempt);
+    }
+
+    pub(crate) fn probe_addr(
+        &mut self,
+        now: Instant,
+        addr: A,
+        id: Option<Id>,
+        purpose: u8,
+        failed: &[Id],
+        exempt: bool,
+    ) {
+        if id == Some(self.me.id) || addr == self.me.addr {
+            return;
+        }
+        if let Some(p) = self.probes.get_mut(&addr) {
+            let gains_leaf = purpose & P_LEAF != 0 && p.purpose & P_LEAF == 0;
+            // "Noticed" holds only if every reason for the probe came from a notice.
+            let noticed = p.purpose & purpose & P_NOTICED;
+            p.purpose = ((p.purpose | purpose) & !P_NOTICED) | noticed;
+            p.exempt |= exempt;
+            let mut news = gains_leaf;
+            for f in failed {
+                if !p.failed.contains(f) && p.failed.len() < wire::MAX_FAILED {
+                    p.failed.push(*f);
+                    news = true;
+                }
+            }
+            let pid = p.id;
+            if gains_leaf
+                && let Some(id) = pid
+                && !self.pending_leaf.contains(&id)
+            {
+                self.pending_leaf.push(id);
+            }
+            if news {
+                // A fresh nonce: a reply to the earlier probe must not pass for an answer to
+                // this one.
+                let nonce = self.random() as u32;
+                if let Some(p) = self.probes.get_mut(&addr) {
+                    p.nonce = nonce;
+                }
+                self.send_probe(&addr);
+            }
+            return;
+        }
+        if self.probes.len() >= self.cfg.max_probes {
+            return;
+        }
+        let nonce = self.random() as u32;
+        let deadline = now + self.probe_rto(id, 1);
+        self.probes.insert(
+            addr.clone(),
+            ProbeState {
+                id,
+                nonce,
+                purpose,
+                failed: failed.iter().copied().take(wire::MAX_FAILED).collect(),
+                sent_leaf: false,
+                exempt,
+                attempts: 1,
+                sent_at: now,
+                deadline,
+                queued: Vec::new(),
+                flights: Vec::new(),
+                _addr: core::marker::PhantomData,
+            },
+        );
+        if purpose & P_LEAF != 0
+            && let Some(id) = id
+            && !self.pending_leaf.contains(&id)
+        {
+            self.pending_leaf.push(id);
+        }
+        self.counters.probes_sent += 1;
+        self.schedule(deadline, TimerKind::Probe(addr.clone()));
+        self.send_probe(&addr);
+    }
+
+    /// Sends (or resends) the probe to `addr`: a leaf-set probe if that is its purpose and the
+    /// address is verified, a plain probe otherwise; within budget unless exempt.
+    fn send_probe(&mut self, addr: &A) {
+        let Some(p) = self.probes.get(addr) else {
+            return;
+        };
+        let verified = self.is_verified(p.id, addr);
+        let with_leaf = p.purpose & P_LEAF != 0 && verified;
+        let bytes = self.probe_bytes(p.nonce, with_leaf, &p.failed);
+        let exempt = p.exempt && !with_leaf;
+        if let Some(p) = self.probes.get_mut(addr) {
+            p.sent_leaf = with_leaf;
+        }
+        if verified || exempt {
+            self.transmit(addr.clone(), bytes, true);
+        } else if !self.send_budgeted(None, addr, bytes, true) {
+            // Out of budget: the attempt is lost, as if the network had dropped it.
+        }
+    }
+
+    fn probe_bytes(&self, nonce: u32, with_leaf: bool, failed: &[Id]) -> Vec<u8> {
+        let max = self.cfg.max_datagram_size;
+        let leaf = with_leaf.then(|| self.leaf_msg(None, max));
+        let mut failed: Vec<Id> = failed.to_vec();
+        let base = |leaf: &Option<LeafSetMsg<A>>, failed: &[Id]| {
+            wire::HEADER_LEN
+                + 4
+                + 1
+                + leaf.as_ref().map_or(0, wire::leaf_len)
+                + 1
+                + 16 * failed.len()
+                + 2
+        };
+        while base(&leaf, &failed) > max {
+            failed.pop();
+        }
+        let len = base(&leaf, &failed);
+        let padding = if with_leaf {
+            self.padding_for(len, self.leaf_reply_max())
+                .min(u16::try_from(max - len).unwrap_or(u16::MAX))
+        } else {
+            0
+        };
+        self.encode(Message::Probe {
+            nonce,
+            leaf,
+            failed,
+            padding,
+        })
+    }
+
+    /// Timeout of a probe's `attempt`: the node's retransmission timeout with backoff, or the
+    /// initial timeout with backoff for an address whose node we do not know yet.
+    fn probe_rto(&self, id: Option<Id>, attempt: u8) -> Duration {
+        match id {
+            Some(id) => self.rto_for(id, attempt),
+            None => {
+                let factor = 1u32 << u32::from(attempt.saturating_sub(1)).min(16);
+                self.cfg
+                    .rto_initial
+                    .saturating_mul(factor)
+                    .min(self.cfg.rto_max)
+            }
+        }
+    }
+
+    /// Padding that makes a request worth a reply of `reply_max` bytes under the 3x limit.
+    pub(crate) fn padding_for(&self, request_len: usize, reply_max: usize) -> u16 {
+        let want = reply_max.div_ceil(3);
+        u16::try_from(want.saturating_sub(request_len)).unwrap_or(u16::MAX)
+    }
+
+    /// What a leaf-set probe may earn from a node that has not verified us: its full leaf-set
+    /// reply and the plain probes it sends to verify our address.
+    fn leaf_reply_max(&self) -> usize {
+        wire::HEADER_LEN
+            + 4
+            + 1
+            + 2
+            + self.cfg.leaf_set_size * (16 + A::MAX_ENCODED_LEN)
+            + (1 + usize::from(self.cfg.probe_retries)) * PLAIN_PROBE_LEN
+    }
+
+    pub(crate) fn on_probe(
+        &mut self,
+        now: Instant,
+        sender: NodeHandle<A>,
+        probe: Probe<A>,
+        apps: &mut Apps<A>,
+    ) {
+        let Probe {
+            nonce,
+            leaf,
+            failed,
+        } = probe;
+        let verified = self.is_verified(Some(sender.id), &sender.addr);
+        let budget = self.budget_left(Some(sender.id), &sender.addr);
+        let reply_leaf = leaf.as_ref().map(|_| {
+            let fixed = wire::HEADER_LEN + 4 + 1;
+            let m = self.leaf_msg(Some(sender.id), budget.saturating_sub(fixed));
+            if m.cw.len() + m.ccw.len() < self.leaf.len().saturating_sub(1) {
+                self.counters.amplification_limited += 1;
+            }
+            m
+        });
+        let reply = self.encode(Message::ProbeReply {
+            nonce,
+            leaf: reply_leaf,
+        });
+        self.send_budgeted(Some(sender.id), &sender.addr, reply, true);
+        match leaf {
+            Some(l) => {
+                // The sender says it belongs in our leaf set: first-hand news, taken at once so
+                // that it is known here before it can become active.
+                if self.leaf.contains(sender.id) || self.leaf.would_accept(sender.id) {
+                    self.add_leaf(now, apps, Peer::new(sender.clone()));
+                }
+                if verified {
+                    for h in l.cw.iter().chain(l.ccw.iter()) {
+                        self.consider_leaf(now, h);
+                    }
+                }
+            }
+            None => self.consider_table(now, &sender, false, false),
+        }
+        if verified {
+            for f in failed {
+                if f != self.me.id {
+                    self.suspect_id(now, f, true);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_probe_reply(
+        &mut self,
+        now: Instant,
+        sender: NodeHandle<A>,
+        nonce: u32,
+        leaf: Option<LeafSetMsg<A>>,
+        apps: &mut Apps<A>,
+    ) {
+        match self.probes.get(&sender.addr) {
+            Some(p) if p.nonce == nonce => {}
+            _ => return,
+        }
+        let Some(p) = self.probes.remove(&sender.addr) else {
+            return;
+        };
+        if let Some(id) = p.id {
+            self.pending_leaf.retain(|x| *x != id);
+        }
+        Self::trim(&mut self.probes);
+        if let Some(expected) = p.id
+            && expected != sender.id
+        {
+            // Someone else answers at that address now: the node we probed is gone.
+            self.declare_dead(now, expected, true, apps);
+        }
+        self.remember_verified(sender.id, &sender.addr);
+        let rtt = (p.attempts == 1).then(|| now - p.sent_at);
+        if let Some(r) = rtt {
+            self.rtt_sample(sender.id, &sender.addr, r);
+        }
+        let was_suspect = self.clear_suspect(sender.id);
+        let peer = Peer::verified(
+            sender.clone(),
+            rtt.map(Rtt::from_sample).unwrap_or_default(),
+        );
+        if p.purpose & P_LEAF != 0 && !p.sent_leaf {
+            // The address is verified now: send the leaf-set probe we held back.
+            self.probe(now, &sender, P_LEAF, &p.failed, true);
+            if self.leaf.contains(sender.id) {
+                self.add_leaf(now, apps, peer.clone());
+            }
+        } else if p.purpose & P_LEAF != 0 && leaf.is_some() {
+            let mut confirmed = peer.clone();
+            confirmed.set_flag(CONFIRMED, true);
+            self.add_leaf(now, apps, confirmed);
+        } else if self.leaf.contains(sender.id) {
+            self.add_leaf(now, apps, peer.clone());
+        } else if self.leaf_wants(sender.id) && !self.awaiting_root() {
+            // Learned from elsewhere but belongs in our leaf set: exchange leaf sets first.
+            // (A joining node waits for its root's leaf set before judging that.)
+            self.probe(now, &sender, P_LEAF, &[], true);
+        }
+        self.offer_table(peer);
+        if let Some(l) = leaf {
+            for h in l.cw.iter().chain(l.ccw.iter()) {
+                self.consider_leaf(now, h);
+            }
+        }
+        for bytes in p.queued {
+            self.transmit(sender.addr.clone(), bytes, true);
+        }
+        for seq in p.flights {
+            self.transmit_flight(now, seq);
+        }
+        if was_suspect {
+            self.retry_held(now, apps);
+        }
+        if self.is_active() {
+            self.continue_repair(now);
+        }
+        self.check_active(now, apps);
+    }
+
+    pub(crate) fn on_probe_timer(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        addr: A,
+        apps: &mut Apps<A>,
+    ) {
+        let Some(p) = self.probes.get_mut(&addr) else {
+            return;
+        };
+        if p.deadline != at {
+            return;
+        }
+        if p.attempts <= self.cfg.probe_retries {
+            p.attempts += 1;
+            let (id, attempts) = (p.id, p.attempts);
+            let deadline = now + self.probe_rto(id, attempts);
+            if let Some(p) = self.probes.get_mut(&addr) {
+                p.deadline = deadline;
+            }
+            self.counters.retransmitted += 1;
+            self.schedule(deadline, TimerKind::Probe(addr.clone()));
+            self.send_probe(&addr);
+            return;
+        }
+        let Some(p) = self.probes.remove(&addr) else {
+            return;
+        };
+        if let Some(id) = p.id {
+            self.pending_leaf.retain(|x| *x != id);
+        }
+        Self::trim(&mut self.probes);
+        let known = |p: Option<&Peer<A>>| p.is_some_and(|q| q.handle.addr == addr);
+        if let Some(id) = p.id
+            && (known(self.leaf.get(id)) || known(self.table.find(id)))
+        {
+            self.declare_dead(now, id, p.purpose & P_NOTICED == 0, apps);
+        }
+        for seq in p.flights {
+            self.flight_failed(now, seq, apps);
+        }
+        if self.is_active() {
+            self.continue_repair(now);
+        }
+        self.check_active(now, apps);
+    }
+
+    /// Forgets a probe whose target announced that it is leaving.
+    pub(crate) fn cancel_probe(&mut self, now: Instant, addr: &A, apps: &mut Apps<A>) {
+        if let Some(p) = self.probes.remove(addr) {
+            if let Some(id) = p.id {
+                self.pending_leaf.retain(|x| *x != id);
+            }
+            for seq in p.flights {
+                self.flight_failed(now, seq, apps);
+            }
+        }
+    }
+
+    pub(crate) fn clear_probes(&mut self) {
+        self.probes.clear();
+        self.probes.shrink_to_fit();
+        self.pending_leaf = Vec::new();
+    }
+
+    // ----- what probes and datagrams teach -----
+
+    pub(crate) fn heard_from(&mut self, now: Instant, sender: &NodeHandle<A>) {
+        self.leaf.update(sender.id, |e| {
+            if e.peer.handle.addr == sender.addr {
+                e.last_heard = now;
+            }
+        });
+    }
+
+    pub(crate) fn rtt_sample(&mut self, id: Id, addr: &A, sample: Duration) {
+        self.leaf.update(id, |e| {
+            if &e.peer.handle.addr == addr {
+                e.peer.rtt.sample(sample);
+            }
+        });
+        self.table.update(id, |p| {
+            if &p.handle.addr == addr {
+                p.rtt.sample(sample);
+            }
+        });
+    }
+
+    pub(crate) fn clear_suspect(&mut self, id: Id) -> bool {
+        let mut was = false;
+        self.leaf.update(id, |e| {
+            was |= e.peer.is_suspect();
+            e.peer.set_flag(SUSPECT, false);
+        });
+        self.table.update(id, |p| {
+            was |= p.is_suspect();
+            p.set_flag(SUSPECT, false);
+        });
+        was
+    }
+}
