@@ -441,9 +441,23 @@ impl Network {
         self.outside.get(&addr).copied().unwrap_or_default()
     }
 
-    /// The node at `addr`, mutably (to register applications before it starts).
+    /// The node at `addr`, mutably, to register applications before it starts. Use
+    /// [`Network::act`] for calls that produce output.
     pub fn node_mut(&mut self, addr: Addr) -> Option<&mut Node<Addr>> {
         self.slots[addr as usize].node.as_mut()
+    }
+
+    /// Calls `f` on the node at `addr` with the current time, then collects what the node
+    /// produced (datagrams, events, its next deadline). `None` if the node does not run.
+    pub fn act<R>(
+        &mut self,
+        addr: Addr,
+        f: impl FnOnce(&mut Node<Addr>, Instant) -> R,
+    ) -> Option<R> {
+        let now = self.now;
+        let r = f(self.slots[addr as usize].node.as_mut()?, now);
+        self.drain(addr);
+        Some(r)
     }
 
     /// Starts a node created with [`Network::spawn`]: a new ring if no node is active, else a

@@ -200,9 +200,11 @@ impl<A: Address> Core<A> {
         }
     }
 
-    /// Parks a message in flight until `to`'s address is verified.
+    /// Parks a message in flight until `to`'s address is verified. The destination was chosen
+    /// by the routing rules (a member) or by the application, so the plain probes that verify
+    /// it are a first contact and need no budget.
     pub(crate) fn verify_then_flight(&mut self, now: Instant, to: &NodeHandle<A>, seq: u32) {
-        self.probe_addr(now, to.addr.clone(), Some(to.id), P_VERIFY, &[], false);
+        self.probe_addr(now, to.addr.clone(), Some(to.id), P_VERIFY, &[], true);
         match self.probes.get_mut(&to.addr) {
             Some(p) if p.flights.len() < MAX_QUEUED => p.flights.push(seq),
             // No room to wait: the message counts as not acknowledged.
