@@ -7,6 +7,13 @@ use crate::node::{AppAction, Core};
 use crate::{Address, Id, Instant, LeafSet, NodeHandle, RouteError, RoutingTable};
 
 /// Names a routed or direct message: the originating node's id and its sequence number.
+/// ```
+/// use pastry_core::{Config, Id, Instant, Node};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// let id = node.route(Instant::ZERO, Id::new(9), 0, vec![]).unwrap();
+/// assert_eq!(id.origin, Id::new(5));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId {
     /// The node that sent the message first.
@@ -16,6 +23,16 @@ pub struct MessageId {
 }
 
 /// A routed application message as applications see it.
+/// ```
+/// use pastry_core::{Config, Event, Id, Instant, Node};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// node.route(Instant::ZERO, Id::new(9), 3, b"x".to_vec()).unwrap();
+/// let m = std::iter::from_fn(|| node.poll_event())
+///     .find_map(|e| if let Event::Deliver(m) = e { Some(m) } else { None })
+///     .unwrap();
+/// assert_eq!((m.key, m.app, m.hops, m.payload), (Id::new(9), 3, 0, b"x".to_vec()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteMessage<A> {
     /// The message's id.
@@ -33,6 +50,11 @@ pub struct RouteMessage<A> {
 }
 
 /// What a forward upcall decides.
+/// ```
+/// use pastry_core::Forward;
+/// let verdict = if b"spam".starts_with(b"sp") { Forward::Stop } else { Forward::Continue };
+/// assert_eq!(verdict, Forward::Stop);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Forward {
     /// Send the message on to the (possibly changed) next hop.
@@ -42,6 +64,16 @@ pub enum Forward {
 }
 
 /// How a leaf-set membership changed.
+/// ```
+/// use pastry_core::{Config, Event, Id, Instant, LeafChange, Node};
+/// // A node reports changes of its leaf set as events (and to applications' `update`).
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// let changes: Vec<LeafChange> = std::iter::from_fn(|| node.poll_event())
+///     .filter_map(|e| if let Event::LeafSet { change, .. } = e { Some(change) } else { None })
+///     .collect();
+/// assert!(changes.is_empty(), "alone, nobody joined yet");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LeafChange {
@@ -130,6 +162,27 @@ pub trait Application<A: Address>: Send {
 ///
 /// Sends and timers requested here are carried out by the node right after the upcall
 /// returns, so an upcall never re-enters another.
+/// ```
+/// use core::time::Duration;
+/// use pastry_core::{Application, Context, Id, RouteMessage};
+///
+/// /// Answers every message with an acknowledgement routed to the sender's id, and
+/// /// re-announces itself every minute.
+/// struct Echo;
+///
+/// impl Application<u32> for Echo {
+///     fn deliver(&mut self, ctx: &mut Context<'_, u32>, msg: RouteMessage<u32>) {
+///         if msg.payload != b"ack" {
+///             let _ = ctx.route(msg.origin.id, b"ack".to_vec());
+///         }
+///     }
+///     fn timer(&mut self, ctx: &mut Context<'_, u32>, _token: u64) {
+///         let own = ctx.local().id;
+///         let _ = ctx.route(own, b"hello".to_vec());
+///         ctx.set_timer(Duration::from_secs(60), 0);
+///     }
+/// }
+/// ```
 pub struct Context<'a, A: Address> {
     pub(crate) core: &'a mut Core<A>,
     pub(crate) app: u16,

@@ -83,6 +83,12 @@ impl Default for Config {
 }
 
 /// Why a [`Config`] was rejected.
+/// ```
+/// use pastry_core::{Config, ConfigError};
+/// let mut c = Config::default();
+/// c.leaf_set_size = 7;
+/// assert_eq!(c.validate(), Err(ConfigError::LeafSetSize(7)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

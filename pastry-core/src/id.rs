@@ -138,6 +138,10 @@ impl fmt::LowerHex for Id {
 }
 
 /// The error returned when text is not an id: exactly 32 hexadecimal digits.
+/// ```
+/// use pastry_core::{Id, ParseIdError};
+/// assert_eq!("abc".parse::<Id>(), Err(ParseIdError::Length(3)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseIdError {

@@ -13,6 +13,12 @@ pub(crate) struct LeafEntry<A> {
 }
 
 /// A side of the leaf set.
+/// ```
+/// use pastry_core::{Id, LeafSet, Side};
+/// let leaf: LeafSet<u32> = LeafSet::new(Id::new(7), 8);
+/// assert_eq!(leaf.side_peers(Side::Cw).len(), 0);
+/// assert!(leaf.neighbour(Side::Ccw).is_none());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     /// Clockwise: ids above ours (wrapping).

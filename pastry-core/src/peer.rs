@@ -73,6 +73,13 @@ pub(crate) const CONFIRMED: u8 = 4;
 
 /// A node this node knows: its handle, the measured round trip, and whether its address has
 /// answered us (verified) or it is being probed after a silence (suspect).
+/// ```
+/// use pastry_core::{Id, NodeHandle, Peer};
+/// let p = Peer::new(NodeHandle::new(Id::new(3), 9u32));
+/// assert_eq!(p.id(), Id::new(3));
+/// assert!(!p.is_verified() && !p.is_suspect());
+/// assert_eq!(p.rtt.srtt(), None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer<A> {
     /// Id and address.

@@ -3,6 +3,13 @@
 use crate::{Id, LeafSet, Peer, RoutingTable};
 
 /// Which rule chose the next hop.
+/// ```
+/// use pastry_core::{next_hop, Id, LeafSet, NextHop, RoutingTable, Via};
+/// let own = Id::new(0);
+/// let (leaf, table) = (LeafSet::<u32>::new(own, 16), RoutingTable::<u32>::new(own, 4));
+/// // With nothing known, there is no hop to report a rule for.
+/// assert!(!matches!(next_hop(Id::new(1), own, &leaf, &table, None), NextHop::Forward(_, Via::Table)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     /// The key is within the leaf set's span; the hop is the numerically closest node.
@@ -15,6 +22,15 @@ pub enum Via {
 }
 
 /// Where a message for a key goes from here.
+/// ```
+/// use pastry_core::{next_hop, Id, LeafSet, NextHop, RoutingTable};
+/// let own = Id::new(0);
+/// let (leaf, table) = (LeafSet::<u32>::new(own, 16), RoutingTable::<u32>::new(own, 4));
+/// match next_hop(Id::new(77), own, &leaf, &table, None) {
+///     NextHop::Local => {}
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug)]
 pub enum NextHop<'a, A> {
     /// This node is the numerically closest node it knows of: deliver here.

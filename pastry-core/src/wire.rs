@@ -47,6 +47,10 @@ const BODY_JOIN: u8 = 1;
 const PROBE_HAS_LEAF: u8 = 1;
 
 /// Why bytes were not accepted as a datagram.
+/// ```
+/// use pastry_core::wire::{Datagram, DecodeError};
+/// assert_eq!(Datagram::<u32>::decode(&[0x51, 1, 1], 1400), Err(DecodeError::BadMagic));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -76,9 +80,20 @@ pub enum DecodeError {
 }
 
 /// One routing-table row on the wire: its index and its entries.
+/// ```
+/// use pastry_core::{wire::Row, Id, NodeHandle};
+/// let row: Row<u32> = (2, vec![NodeHandle::new(Id::new(1), 4)]);
+/// assert_eq!(row.1.len(), 1);
+/// ```
 pub type Row<A> = (u8, Vec<NodeHandle<A>>);
 
 /// The sender's view of its leaf set: each side nearest first.
+/// ```
+/// use pastry_core::wire::{leaf_len, LeafSetMsg};
+/// use pastry_core::{Id, NodeHandle};
+/// let m = LeafSetMsg { cw: vec![NodeHandle::new(Id::new(1), 1u32)], ccw: vec![] };
+/// assert_eq!(leaf_len(&m), 2 + 16 + 4);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafSetMsg<A> {
     /// Clockwise side.
@@ -97,6 +112,20 @@ impl<A> Default for LeafSetMsg<A> {
 }
 
 /// A message being routed towards the node numerically closest to its key.
+/// ```
+/// use pastry_core::wire::{encode_route, Datagram, Message, RouteBody, RouteMsg};
+/// use pastry_core::{Id, NodeHandle};
+/// let m = RouteMsg {
+///     seq: 1,
+///     origin: NodeHandle::new(Id::new(2), 2u32),
+///     msg_seq: 7,
+///     key: Id::new(99),
+///     hops: 0,
+///     body: RouteBody::App { app: 0, payload: vec![1, 2] },
+/// };
+/// let bytes = encode_route(Id::new(2), &m);
+/// assert_eq!(Datagram::decode(&bytes, 1400).unwrap().message, Message::Route(m));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteMsg<A> {
     /// Per-hop sequence number, echoed by the next hop's acknowledgement.
@@ -114,6 +143,11 @@ pub struct RouteMsg<A> {
 }
 
 /// The contents of a routed message.
+/// ```
+/// use pastry_core::wire::RouteBody;
+/// let body: RouteBody<u32> = RouteBody::App { app: 1, payload: b"hi".to_vec() };
+/// assert!(matches!(body, RouteBody::App { app: 1, .. }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RouteBody<A> {
@@ -134,6 +168,10 @@ pub enum RouteBody<A> {
 }
 
 /// One protocol message.
+/// ```
+/// use pastry_core::wire::Message;
+/// assert!(Message::<u32>::Ack { seq: 1 }.is_control());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Message<A> {
@@ -242,6 +280,12 @@ impl<A> Message<A> {
 }
 
 /// A decoded datagram: who sent it and what it says.
+/// ```
+/// use pastry_core::wire::{Datagram, Message};
+/// use pastry_core::Id;
+/// let d = Datagram::<u32>::new(Id::new(1), Message::RowRequest { row: 2, padding: 0 });
+/// assert_eq!(Datagram::decode(&d.to_bytes(), 1400), Ok(d));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram<A> {
     /// The sender's node id.
@@ -414,7 +458,8 @@ fn put_route_body<A: Address>(out: &mut Vec<u8>, r: &RouteMsg<A>) {
 }
 
 /// Encodes a `Route` datagram from a borrowed message (the same bytes as
-/// `Datagram::new(sender, Message::Route(msg.clone())).to_bytes()`, without the clone).
+/// `Datagram::new(sender, Message::Route(msg.clone())).to_bytes()`, without the clone). See
+/// [`RouteMsg`] for an example.
 pub fn encode_route<A: Address>(sender: Id, msg: &RouteMsg<A>) -> Vec<u8> {
     let mut out = Vec::with_capacity(route_overhead(A::MAX_ENCODED_LEN) + 64);
     put_header(&mut out, T_ROUTE, sender);
@@ -423,11 +468,15 @@ pub fn encode_route<A: Address>(sender: Id, msg: &RouteMsg<A>) -> Vec<u8> {
 }
 
 /// Encoded size of a handle.
+/// ```
+/// use pastry_core::{wire::handle_len, Id, NodeHandle};
+/// assert_eq!(handle_len(&NodeHandle::new(Id::new(1), 7u32)), 20);
+/// ```
 pub fn handle_len<A: Address>(h: &NodeHandle<A>) -> usize {
     16 + h.addr.encoded_len()
 }
 
-/// Encoded size of a leaf set.
+/// Encoded size of a leaf set. See [`LeafSetMsg`] for an example.
 pub fn leaf_len<A: Address>(l: &LeafSetMsg<A>) -> usize {
     2 + l
         .cw
@@ -438,11 +487,18 @@ pub fn leaf_len<A: Address>(l: &LeafSetMsg<A>) -> usize {
 }
 
 /// Bytes a route message adds around its body, with addresses at their largest.
+/// ```
+/// assert_eq!(pastry_core::wire::route_overhead(19), 19 + 4 + 16 + 19 + 4 + 16 + 1 + 1);
+/// ```
 pub fn route_overhead(max_addr_len: usize) -> usize {
     HEADER_LEN + 4 + 16 + max_addr_len + 4 + 16 + 1 + 1
 }
 
 /// The largest application payload a routed message can carry under `max_datagram_size`.
+/// ```
+/// use pastry_core::wire::max_route_payload;
+/// assert!(max_route_payload(1400, 19) > 1200);
+/// ```
 pub fn max_route_payload(max_datagram_size: usize, max_addr_len: usize) -> usize {
     max_datagram_size.saturating_sub(route_overhead(max_addr_len) + 2 + 2)
 }
@@ -450,6 +506,10 @@ pub fn max_route_payload(max_datagram_size: usize, max_addr_len: usize) -> usize
 /// The smallest `max_datagram_size` that fits the protocol's largest unsplittable message for
 /// this configuration and address size (a leaf-set probe naming one failed node, one full
 /// routing-table row, a join, and a routed message with 64 bytes of payload).
+/// ```
+/// use pastry_core::{wire::min_datagram_size, Config};
+/// assert!(min_datagram_size(&Config::default(), 19) <= Config::default().max_datagram_size);
+/// ```
 pub fn min_datagram_size(config: &Config, max_addr_len: usize) -> usize {
     let handle = 16 + max_addr_len;
     let probe = HEADER_LEN + 4 + 1 + 2 + config.leaf_set_size * handle + 1 + 16 + 2;
@@ -706,6 +766,13 @@ impl<A: Address> Datagram<A> {
 
 /// Splits routing-table rows into as few `Rows` datagrams as fit `max_len` bytes each. A row
 /// too long for one datagram is split across several.
+/// ```
+/// use pastry_core::wire::{encode_rows, Row};
+/// use pastry_core::{Id, NodeHandle};
+/// let rows: Vec<Row<u32>> = vec![(0, (1..=15).map(|i| NodeHandle::new(Id::new(i), i as u32)).collect())];
+/// let parts = encode_rows(Id::new(99), &rows, 120);
+/// assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= 120));
+/// ```
 pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut current: Vec<Row<A>> = Vec::new();

@@ -30,6 +30,13 @@ pub(crate) fn new_set<K>() -> Set<K> {
 }
 
 /// A datagram the caller must send.
+/// ```
+/// use pastry_core::{Config, Id, Instant, Node};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.join(Instant::ZERO, 2).unwrap();
+/// let t = node.poll_transmit().unwrap(); // the first contact: a probe of the bootstrap node
+/// assert_eq!(t.destination, 2);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit<A> {
     /// Where to send it.
@@ -39,6 +46,17 @@ pub struct Transmit<A> {
 }
 
 /// Why a routed message was dropped at this node.
+/// ```
+/// use pastry_core::{Event, RouteFailure};
+/// fn describe(e: &Event<u32>) -> Option<&'static str> {
+///     match e {
+///         Event::RouteFailed { reason: RouteFailure::HoldTimeout, .. } => Some("no route in time"),
+///         Event::RouteFailed { .. } => Some("dropped"),
+///         _ => None,
+///     }
+/// }
+/// assert_eq!(describe(&Event::Active), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RouteFailure {
@@ -53,6 +71,19 @@ pub enum RouteFailure {
 }
 
 /// Something the application should know. Drained with [`Node::poll_event`].
+/// ```
+/// use pastry_core::{Config, Event, Id, Instant, Node};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// while let Some(event) = node.poll_event() {
+///     match event {
+///         Event::Active => println!("member of the overlay"),
+///         Event::Deliver(m) => println!("root of {:?}", m.key),
+///         Event::LeafSet { node, change } => println!("{node:?}: {change:?}"),
+///         _ => {}
+///     }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event<A> {
@@ -104,6 +135,14 @@ pub enum Event<A> {
 }
 
 /// Errors of the application-facing calls.
+/// ```
+/// use pastry_core::{Config, Id, Instant, Node, RouteError};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// assert_eq!(node.route(Instant::ZERO, Id::new(1), 0, vec![]), Err(RouteError::NotJoined));
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// let big = vec![0; node.max_payload() + 1];
+/// assert!(matches!(node.route(Instant::ZERO, Id::new(1), 0, big), Err(RouteError::PayloadTooLarge { .. })));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouteError {
@@ -121,6 +160,12 @@ pub enum RouteError {
 }
 
 /// Errors of [`Node::join`], [`Node::bootstrap`] and [`Node::register`].
+/// ```
+/// use pastry_core::{Config, Id, Instant, Node, NodeError};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// assert_eq!(node.join(Instant::ZERO, 2), Err(NodeError::AlreadyStarted));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -133,6 +178,13 @@ pub enum NodeError {
 }
 
 /// Bytes of memory a node holds, part by part (heap parts counted by capacity).
+/// ```
+/// use pastry_core::{Config, Id, Instant, Node};
+/// let node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// let m = node.memory();
+/// assert_eq!(m.total(), node.state_bytes());
+/// assert_eq!(m.routing_table, 0);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Memory {
@@ -166,6 +218,13 @@ impl Memory {
 }
 
 /// Running totals, for monitoring and for the simulator's reports.
+/// ```
+/// use pastry_core::{Config, Id, Instant, Node};
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+/// node.bootstrap(Instant::ZERO).unwrap();
+/// assert!(node.handle_datagram(Instant::ZERO, 2, b"not a datagram").is_err());
+/// assert_eq!(node.counters().malformed, 1);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counters {
