@@ -99,6 +99,7 @@ impl Address for SocketAddr {
 /// let h = NodeHandle::new(Id::new(7), 1u32);
 /// assert_eq!(h.id, Id::new(7));
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeHandle<A> {
     /// The node's id.

@@ -122,7 +122,18 @@ pub enum ConfigError {
     /// A bound on queues or tables is zero.
     #[error("{0} must be at least 1")]
     ZeroBound(&'static str),
+    /// A period, timeout, retry count or bound is larger than the node supports.
+    #[error("{0} is too large")]
+    TooLarge(&'static str),
 }
+
+/// Longest period or timeout a node accepts (a day): every sum and product of them the node
+/// computes stays far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+/// Most retries a node accepts for probes and per-hop retransmissions.
+pub const MAX_RETRIES: u8 = 16;
+/// Largest bound a node accepts on held messages, messages in flight and probes.
+pub const MAX_BOUND: usize = 1 << 20;
 
 impl Config {
     /// Checks the parameters that do not depend on the address type.
@@ -147,6 +158,17 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
             }
+            if d > MAX_DURATION {
+                return Err(ConfigError::TooLarge(name));
+            }
+        }
+        for (name, n) in [
+            ("probe_retries", self.probe_retries),
+            ("max_retransmits", self.max_retransmits),
+        ] {
+            if n > MAX_RETRIES {
+                return Err(ConfigError::TooLarge(name));
+            }
         }
         if !(self.rto_min <= self.rto_initial && self.rto_initial <= self.rto_max) {
             return Err(ConfigError::RtoBounds);
@@ -163,6 +185,12 @@ impl Config {
             if n == 0 {
                 return Err(ConfigError::ZeroBound(name));
             }
+            if n > MAX_BOUND {
+                return Err(ConfigError::TooLarge(name));
+            }
+        }
+        if self.maintenance_probes > MAX_BOUND {
+            return Err(ConfigError::TooLarge("maintenance_probes"));
         }
         if self.max_datagram_size > 65_507 {
             return Err(ConfigError::DatagramTooLarge(self.max_datagram_size));
@@ -222,8 +250,17 @@ mod tests {
             Err(ConfigError::DatagramTooSmall { got: 100, .. })
         ));
         assert_eq!(ok.validate_for(19), Ok(()));
-        let mut c = ok;
+        let mut c = ok.clone();
         c.max_datagram_size = 70_000;
         assert_eq!(c.validate(), Err(ConfigError::DatagramTooLarge(70_000)));
+        let mut c = ok.clone();
+        c.failure_timeout = Duration::MAX;
+        assert_eq!(c.validate(), Err(ConfigError::TooLarge("failure_timeout")));
+        let mut c = ok.clone();
+        c.probe_retries = 255;
+        assert_eq!(c.validate(), Err(ConfigError::TooLarge("probe_retries")));
+        let mut c = ok;
+        c.max_held = usize::MAX;
+        assert_eq!(c.validate(), Err(ConfigError::TooLarge("max_held")));
     }
 }

@@ -23,6 +23,7 @@ use core::str::FromStr;
 /// let b = Id::new(a.as_u128() ^ 1);
 /// assert_eq!(a.shared_prefix_len(b, 4), 31);
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Id(u128);
 

@@ -235,7 +235,16 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         }
         let was_member = self.contains(id);
         self.update(id, |e| {
-            e.peer.handle.addr = peer.handle.addr.clone();
+            if e.peer.handle.addr != peer.handle.addr {
+                // A member moves to another address only on the word of that address itself
+                // (a verified peer); what we knew of the old address does not carry over.
+                if !peer.is_verified() {
+                    return;
+                }
+                e.peer.handle.addr = peer.handle.addr.clone();
+                e.peer.flags = 0;
+                e.peer.rtt = crate::Rtt::default();
+            }
             if peer.rtt.srtt().is_some() {
                 e.peer.rtt = peer.rtt;
             }

@@ -94,12 +94,15 @@ mod table;
 mod time;
 pub mod wire;
 
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
+
 #[cfg(test)]
 mod proptests;
 
 pub use addr::{Address, NodeHandle};
 pub use app::{Application, Context, Forward, LeafChange, MessageId, RouteMessage};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MAX_BOUND, MAX_DURATION, MAX_RETRIES};
 pub use id::{Id, ParseIdError};
 pub use leafset::{LeafSet, Side};
 pub use node::{Counters, Event, Memory, Node, NodeError, RouteError, RouteFailure, Transmit};

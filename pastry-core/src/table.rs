@@ -156,7 +156,13 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         }
         let old = &mut row.cells[i];
         if old.id() == peer.id() {
-            old.handle.addr = peer.handle.addr;
+            if old.handle.addr != peer.handle.addr {
+                if !peer.is_verified() {
+                    return TableInsert::Kept;
+                }
+                *old = peer;
+                return TableInsert::Updated;
+            }
             if peer.rtt.srtt().is_some() {
                 old.rtt = peer.rtt;
             }

@@ -35,7 +35,6 @@ const T_JOIN_REPLY: u8 = 8;
 const T_ROW_REQUEST: u8 = 9;
 const T_ROWS: u8 = 10;
 const T_LEAVE: u8 = 11;
-const T_JOIN_STATE: u8 = 12;
 
 /// Smallest `JoinRequest` a node answers: it earns the verification probes the bootstrap node
 /// sends to the joiner (four plain probes of 27 bytes) under the 3x anti-amplification limit.
@@ -43,6 +42,7 @@ pub const JOIN_REQUEST_MIN_LEN: usize = 40;
 
 const BODY_APP: u8 = 0;
 const BODY_JOIN: u8 = 1;
+const BODY_JOIN_STATE: u8 = 2;
 
 const PROBE_HAS_LEAF: u8 = 1;
 
@@ -94,6 +94,7 @@ pub type Row<A> = (u8, Vec<NodeHandle<A>>);
 /// let m = LeafSetMsg { cw: vec![NodeHandle::new(Id::new(1), 1u32)], ccw: vec![] };
 /// assert_eq!(leaf_len(&m), 2 + 16 + 4);
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafSetMsg<A> {
     /// Clockwise side.
@@ -126,6 +127,7 @@ impl<A> Default for LeafSetMsg<A> {
 /// let bytes = encode_route(Id::new(2), &m);
 /// assert_eq!(Datagram::decode(&bytes, 1400).unwrap().message, Message::Route(m));
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteMsg<A> {
     /// Per-hop sequence number, echoed by the next hop's acknowledgement.
@@ -148,6 +150,7 @@ pub struct RouteMsg<A> {
 /// let body: RouteBody<u32> = RouteBody::App { app: 1, payload: b"hi".to_vec() };
 /// assert!(matches!(body, RouteBody::App { app: 1, .. }));
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RouteBody<A> {
@@ -164,6 +167,22 @@ pub enum RouteBody<A> {
         joiner: NodeHandle<A>,
         /// The first routing-table row not yet sent to the joiner by earlier hops.
         next_row: u8,
+        /// A random tag chosen by the bootstrap node (the route's origin); the state sent
+        /// back for this join must carry it.
+        tag: u32,
+    },
+    /// What a node on a join's path gives the joiner (its rows; from the root, also its leaf
+    /// set), routed to the bootstrap node's id: the bootstrap node is the only member the
+    /// joiner contacted, and it relays this to the joiner.
+    JoinState {
+        /// The join's tag.
+        tag: u32,
+        /// The joining node.
+        joiner: NodeHandle<A>,
+        /// Routing-table rows for the joiner.
+        rows: Vec<Row<A>>,
+        /// The root's leaf set (only in the root's message).
+        leaf: Option<LeafSetMsg<A>>,
     },
 }
 
@@ -172,6 +191,7 @@ pub enum RouteBody<A> {
 /// use pastry_core::wire::Message;
 /// assert!(Message::<u32>::Ack { seq: 1 }.is_control());
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Message<A> {
@@ -232,17 +252,6 @@ pub enum Message<A> {
         /// The root's leaf set.
         leaf: LeafSetMsg<A>,
     },
-    /// A node on a join's path gives the bootstrap node (the join's origin) what the joiner
-    /// needs: its routing-table rows and, from the root, its leaf set. The bootstrap node is
-    /// the only member the joiner contacted, so it alone sends to the joiner.
-    JoinState {
-        /// The joining node.
-        joiner: NodeHandle<A>,
-        /// Routing-table rows for the joiner.
-        rows: Vec<Row<A>>,
-        /// The root's leaf set (only in the root's message).
-        leaf: Option<LeafSetMsg<A>>,
-    },
     /// Asks for one routing-table row. `padding` (zero bytes) lets the request earn a full
     /// row under the anti-amplification limit.
     RowRequest {
@@ -286,6 +295,7 @@ impl<A> Message<A> {
 /// let d = Datagram::<u32>::new(Id::new(1), Message::RowRequest { row: 2, padding: 0 });
 /// assert_eq!(Datagram::decode(&d.to_bytes(), 1400), Ok(d));
 /// ```
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram<A> {
     /// The sender's node id.
@@ -449,10 +459,30 @@ fn put_route_body<A: Address>(out: &mut Vec<u8>, r: &RouteMsg<A>) {
             out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
             out.extend_from_slice(payload);
         }
-        RouteBody::Join { joiner, next_row } => {
+        RouteBody::Join {
+            joiner,
+            next_row,
+            tag,
+        } => {
             out.push(BODY_JOIN);
             put_handle(out, joiner);
             out.push(*next_row);
+            out.extend_from_slice(&tag.to_be_bytes());
+        }
+        RouteBody::JoinState {
+            tag,
+            joiner,
+            rows,
+            leaf,
+        } => {
+            out.push(BODY_JOIN_STATE);
+            out.extend_from_slice(&tag.to_be_bytes());
+            put_handle(out, joiner);
+            put_rows(out, rows);
+            out.push(u8::from(leaf.is_some()));
+            if let Some(l) = leaf {
+                put_leaf(out, l);
+            }
         }
     }
 }
@@ -514,9 +544,11 @@ pub fn min_datagram_size(config: &Config, max_addr_len: usize) -> usize {
     let handle = 16 + max_addr_len;
     let probe = HEADER_LEN + 4 + 1 + 2 + config.leaf_set_size * handle + 1 + 16 + 2;
     let row = HEADER_LEN + 1 + 2 + ((1usize << config.b) - 1) * handle;
-    let join = route_overhead(max_addr_len) + handle + 1;
+    let join = route_overhead(max_addr_len) + handle + 1 + 4;
+    let join_state =
+        route_overhead(max_addr_len) + 4 + handle + 1 + 1 + 2 + config.leaf_set_size * handle;
     let app = route_overhead(max_addr_len) + 2 + 2 + 64;
-    probe.max(row).max(join).max(app)
+    probe.max(row).max(join).max(join_state).max(app)
 }
 
 impl<A: Address> Datagram<A> {
@@ -539,7 +571,6 @@ impl<A: Address> Datagram<A> {
             Message::RowRequest { .. } => T_ROW_REQUEST,
             Message::Rows { .. } => T_ROWS,
             Message::Leave { .. } => T_LEAVE,
-            Message::JoinState { .. } => T_JOIN_STATE,
         };
         put_header(out, t, self.sender);
         match &self.message {
@@ -591,14 +622,6 @@ impl<A: Address> Datagram<A> {
                 out.extend_from_slice(payload);
             }
             Message::JoinRequest { padding } => put_padding(out, *padding),
-            Message::JoinState { joiner, rows, leaf } => {
-                put_handle(out, joiner);
-                put_rows(out, rows);
-                out.push(u8::from(leaf.is_some()));
-                if let Some(l) = leaf {
-                    put_leaf(out, l);
-                }
-            }
             Message::RowRequest { row, padding } => {
                 out.push(*row);
                 put_padding(out, *padding);
@@ -701,7 +724,24 @@ impl<A: Address> Datagram<A> {
                     BODY_JOIN => RouteBody::Join {
                         joiner: r.handle()?,
                         next_row: r.u8()?,
+                        tag: r.u32()?,
                     },
+                    BODY_JOIN_STATE => {
+                        let tag = r.u32()?;
+                        let joiner = r.handle()?;
+                        let rows = r.rows()?;
+                        let leaf = match r.u8()? {
+                            0 => None,
+                            1 => Some(r.leaf()?),
+                            _ => return Err(DecodeError::Invalid("leaf flag")),
+                        };
+                        RouteBody::JoinState {
+                            tag,
+                            joiner,
+                            rows,
+                            leaf,
+                        }
+                    }
                     _ => return Err(DecodeError::Invalid("route body kind")),
                 };
                 Message::Route(RouteMsg {
@@ -732,16 +772,6 @@ impl<A: Address> Datagram<A> {
                 root: r.handle()?,
                 leaf: r.leaf()?,
             },
-            T_JOIN_STATE => {
-                let joiner = r.handle()?;
-                let rows = r.rows()?;
-                let leaf = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.leaf()?),
-                    _ => return Err(DecodeError::Invalid("leaf flag")),
-                };
-                Message::JoinState { joiner, rows, leaf }
-            }
             T_ROW_REQUEST => {
                 let row = r.u8()?;
                 if usize::from(row) >= MAX_ROWS {
@@ -875,6 +905,7 @@ mod tests {
                 body: RouteBody::Join {
                     joiner: h(77, 1),
                     next_row: 2,
+                    tag: 9,
                 },
             }),
             Message::Ack { seq: 99 },
@@ -889,16 +920,32 @@ mod tests {
                 root: h(8, 8),
                 leaf: leaf.clone(),
             },
-            Message::JoinState {
-                joiner: h(4, 4),
-                rows: vec![(1, vec![h(6, 6)])],
-                leaf: Some(leaf),
-            },
-            Message::JoinState {
-                joiner: h(4, 4),
-                rows: vec![],
-                leaf: None,
-            },
+            Message::Route(RouteMsg {
+                seq: 2,
+                origin: h(9, 9),
+                msg_seq: 4,
+                key: Id::new(78),
+                hops: 1,
+                body: RouteBody::JoinState {
+                    tag: 3,
+                    joiner: h(4, 4),
+                    rows: vec![(1, vec![h(6, 6)])],
+                    leaf: Some(leaf),
+                },
+            }),
+            Message::Route(RouteMsg {
+                seq: 2,
+                origin: h(9, 9),
+                msg_seq: 4,
+                key: Id::new(78),
+                hops: 1,
+                body: RouteBody::JoinState {
+                    tag: 3,
+                    joiner: h(4, 4),
+                    rows: vec![],
+                    leaf: None,
+                },
+            }),
             Message::RowRequest { row: 3, padding: 2 },
             Message::Rows {
                 rows: vec![(0, vec![h(5, 5)]), (1, vec![])],

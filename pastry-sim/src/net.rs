@@ -52,6 +52,9 @@ pub struct NetConfig {
     pub loss: f64,
     /// Latency model.
     pub latency: Latency,
+    /// Check every node's invariants after every input, and every datagram it sends
+    /// (`pastry_core::invariants`); a violation panics with the node, time and seed.
+    pub check_invariants: bool,
 }
 
 impl NetConfig {
@@ -62,6 +65,7 @@ impl NetConfig {
             node: Config::default(),
             loss: 0.0,
             latency: Latency::default(),
+            check_invariants: false,
         }
     }
 }
@@ -237,6 +241,10 @@ pub struct Network {
     trace: bool,
     /// Datagrams and bytes sent to addresses that are not nodes (forged sources in tests).
     outside: HashMap<Addr, (u64, u64)>,
+    /// (node, id it declared dead) where the id belonged to a node that was running.
+    false_failures: Vec<(Addr, Id)>,
+    /// When loss last dropped a datagram.
+    last_drop: Option<Instant>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -271,6 +279,8 @@ impl Network {
             dropped: 0,
             trace: false,
             outside: HashMap::new(),
+            false_failures: Vec::new(),
+            last_drop: None,
         }
     }
 
@@ -680,11 +690,26 @@ impl Network {
             }
             node.poll_timeout()
         };
+        if self.cfg.check_invariants {
+            let node = self.slots[addr as usize]
+                .node
+                .as_ref()
+                .expect("drained above");
+            if let Err(v) = pastry_core::invariants::check_node(node) {
+                panic!("node {addr} at {now:?} (seed {}): {v}", self.cfg.seed);
+            }
+            for t in &out {
+                if let Err(v) = pastry_core::invariants::check_transmit(node, t) {
+                    panic!("node {addr} at {now:?} (seed {}): {v}", self.cfg.seed);
+                }
+            }
+        }
         for t in out {
             self.datagrams += 1;
             if self.cfg.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.cfg.loss
             {
                 self.dropped += 1;
+                self.last_drop = Some(now);
                 continue;
             }
             if (t.destination as usize) >= self.slots.len() {
@@ -741,6 +766,11 @@ impl Network {
             Event::JoinFailed => {
                 self.slots[addr as usize].state = NodeState::Idle;
             }
+            Event::Rejoining => {
+                let slot = &mut self.slots[addr as usize];
+                slot.state = NodeState::Joining;
+                self.oracle.remove(slot.id);
+            }
             Event::Left => {
                 let slot = &mut self.slots[addr as usize];
                 slot.state = NodeState::Left;
@@ -787,6 +817,17 @@ impl Network {
                 d = fnv(d, &[m.hops, u8::from(correct)]);
                 self.digest = d;
             }
+            Event::LeafSet {
+                node,
+                change: pastry_core::LeafChange::Failed,
+            } => {
+                let running = (node.addr as usize) < self.slots.len()
+                    && self.slots[node.addr as usize].node.is_some()
+                    && self.slots[node.addr as usize].id == node.id;
+                if running {
+                    self.false_failures.push((addr, node.id));
+                }
+            }
             Event::RouteFailed { reason, .. } if reason != RouteFailure::NodeLeft => {
                 self.stats.failure_reports += 1;
             }
@@ -816,6 +857,17 @@ impl Network {
                 have_cw != cw || have_ccw != ccw
             })
             .collect()
+    }
+
+    /// Live nodes that other nodes declared dead (a failure detector's false positive, caused by
+    /// loss): (the node that declared it, the id it declared dead).
+    pub fn false_failures(&self) -> &[(Addr, Id)] {
+        &self.false_failures
+    }
+
+    /// When loss last dropped a datagram, if ever.
+    pub fn last_drop(&self) -> Option<Instant> {
+        self.last_drop
     }
 
     /// Sum of a counter over every running node.

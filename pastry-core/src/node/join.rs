@@ -11,11 +11,12 @@ use crate::wire::{self, LeafSetMsg, Message, RouteBody, RouteMsg};
 use crate::{Address, Instant, LeafSet, NodeHandle, Peer};
 
 /// Joins a bootstrap node relays at once.
-const MAX_RELAYS: usize = 16;
+pub(crate) const MAX_RELAYS: usize = 16;
 
 /// A join the bootstrap node is relaying: what the path sends for `joiner` goes on to it.
 pub(crate) struct Relay<A> {
     joiner: NodeHandle<A>,
+    tag: u32,
     until: Instant,
 }
 
@@ -65,8 +66,10 @@ impl<A: Address> Core<A> {
         if self.relays.len() >= MAX_RELAYS {
             self.relays.remove(0);
         }
+        let tag = self.random() as u32;
         self.relays.push(Relay {
             joiner: sender.clone(),
+            tag,
             until: now + self.cfg.join_timeout * 2,
         });
         let id = self.next_message_id();
@@ -79,6 +82,7 @@ impl<A: Address> Core<A> {
             body: RouteBody::Join {
                 joiner: sender,
                 next_row: 0,
+                tag,
             },
         };
         self.seen.insert(now, id.origin, id.seq);
@@ -90,93 +94,110 @@ impl<A: Address> Core<A> {
     pub(crate) fn join_hop(
         &mut self,
         now: Instant,
+        apps: &mut Apps<A>,
         origin: &NodeHandle<A>,
-        joiner: &NodeHandle<A>,
-        first: usize,
-        last: usize,
+        join: (&NodeHandle<A>, u32),
+        rows: (usize, usize),
     ) {
-        let rows = self.table_rows(first..=last, joiner.id);
-        if rows.is_empty() {
-            return;
+        let rows = self.table_rows(rows.0..=rows.1, join.0.id);
+        if !rows.is_empty() {
+            self.send_join_state(now, apps, origin, join, rows, None);
         }
-        self.send_join_state(now, origin, joiner, rows, None);
     }
 
     /// We are the root of a join: give the joiner our leaf set.
     pub(crate) fn join_root(
         &mut self,
         now: Instant,
+        apps: &mut Apps<A>,
         origin: &NodeHandle<A>,
-        joiner: &NodeHandle<A>,
+        join: (&NodeHandle<A>, u32),
     ) {
-        let leaf = self.leaf_msg(Some(joiner.id), self.cfg.max_datagram_size / 2);
-        self.send_join_state(now, origin, joiner, Vec::new(), Some(leaf));
+        let leaf = self.leaf_msg(Some(join.0.id), self.cfg.max_datagram_size / 2);
+        self.send_join_state(now, apps, origin, join, Vec::new(), Some(leaf));
     }
 
+    /// Sends join state to the bootstrap node by routing it to the bootstrap node's id (it is
+    /// active, so it is the root of its own id): every hop goes to a node whose address
+    /// answered us, and nothing goes to an address a forged join could name.
     fn send_join_state(
         &mut self,
         now: Instant,
+        apps: &mut Apps<A>,
         origin: &NodeHandle<A>,
-        joiner: &NodeHandle<A>,
+        (joiner, tag): (&NodeHandle<A>, u32),
         rows: Vec<wire::Row<A>>,
         leaf: Option<LeafSetMsg<A>>,
     ) {
         if origin.id == self.me.id {
-            // We are the bootstrap node: pass it straight on.
             let me = self.me.clone();
-            self.relay_to_joiner(now, &me, joiner, rows, leaf);
+            self.relay_to_joiner(now, &me, joiner, tag, rows, leaf);
             return;
         }
-        let max = self.cfg.max_datagram_size;
-        let mut datagrams = Vec::new();
+        let mut bodies = Vec::new();
         if !rows.is_empty() {
-            let me = self.me.id;
-            let joiner_len = wire::handle_len(joiner) + 1;
-            for part in wire::encode_rows(me, &rows, max - joiner_len) {
-                if let Ok(d) = wire::Datagram::<A>::decode(&part, max)
+            // Room for rows in one routed message.
+            let room = self.cfg.max_datagram_size
+                - wire::route_overhead(A::MAX_ENCODED_LEN)
+                - 4
+                - wire::handle_len(joiner)
+                - 1;
+            for part in wire::encode_rows(self.me.id, &rows, room + wire::HEADER_LEN + 1) {
+                if let Ok(d) = wire::Datagram::<A>::decode(&part, usize::MAX)
                     && let Message::Rows { rows } = d.message
                 {
-                    datagrams.push(self.encode(Message::JoinState {
+                    bodies.push(RouteBody::JoinState {
+                        tag,
                         joiner: joiner.clone(),
                         rows,
                         leaf: None,
-                    }));
+                    });
                 }
             }
         }
         if let Some(leaf) = leaf {
-            datagrams.push(self.encode(Message::JoinState {
+            bodies.push(RouteBody::JoinState {
+                tag,
                 joiner: joiner.clone(),
                 rows: Vec::new(),
                 leaf: Some(leaf),
-            }));
+            });
         }
-        // The origin reached us through a routed message from a verified node.
-        for d in datagrams {
-            self.send_verified(now, origin, d, true);
+        for body in bodies {
+            let id = self.next_message_id();
+            let msg = RouteMsg {
+                seq: 0,
+                origin: self.me.clone(),
+                msg_seq: id.seq,
+                key: origin.id,
+                hops: 0,
+                body,
+            };
+            self.seen.insert(now, id.origin, id.seq);
+            self.process_route(now, apps, msg, false, None);
         }
     }
 
-    /// What a node on a join's path sent for a joiner we are relaying.
-    pub(crate) fn on_join_state(
+    /// Join state reached us as the root of its key: if we are relaying that join (same
+    /// joiner, same tag), pass it on to the joiner.
+    pub(crate) fn deliver_join_state(
         &mut self,
         now: Instant,
-        sender: NodeHandle<A>,
-        joiner: NodeHandle<A>,
+        from: &NodeHandle<A>,
+        joiner: &NodeHandle<A>,
+        tag: u32,
         rows: Vec<wire::Row<A>>,
         leaf: Option<LeafSetMsg<A>>,
     ) {
         let relaying = self
             .relays
             .iter()
-            .any(|r| r.until > now && r.joiner == joiner);
-        // The sender need not be verified: what we relay goes only to a joiner that answered
-        // our probe, and the joiner probes every node named before trusting it.
+            .any(|r| r.until > now && r.joiner == *joiner && r.tag == tag);
         if !relaying {
             self.counters.rejected += 1;
             return;
         }
-        self.relay_to_joiner(now, &sender, &joiner, rows, leaf);
+        self.relay_to_joiner(now, from, joiner, tag, rows, leaf);
     }
 
     fn relay_to_joiner(
@@ -184,6 +205,7 @@ impl<A: Address> Core<A> {
         now: Instant,
         from: &NodeHandle<A>,
         joiner: &NodeHandle<A>,
+        _tag: u32,
         mut rows: Vec<wire::Row<A>>,
         leaf: Option<LeafSetMsg<A>>,
     ) {
@@ -262,9 +284,22 @@ impl<A: Address> Core<A> {
                 return;
             }
         }
+        if attempt + 1 >= self.cfg.join_attempts && self.rejoining {
+            // Nobody it knows answers: it may be the last node standing. Carry on alone.
+            self.clear_probes();
+            self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size);
+            self.become_active(now, apps);
+            return;
+        }
         if attempt + 1 >= self.cfg.join_attempts {
+            // Back to a fresh start: nothing learned in a failed join (confirmations above
+            // all) may count for the next one.
             self.phase = Phase::Idle;
-            self.pending_leaf.clear();
+            self.clear_probes();
+            self.fail_all_held(RouteFailure::NodeLeft);
+            self.fail_all_flights();
+            self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size);
+            self.table = crate::RoutingTable::new(self.me.id, self.cfg.b);
             self.event(Event::JoinFailed);
             return;
         }
@@ -321,8 +356,30 @@ impl<A: Address> Core<A> {
         self.become_active(now, apps);
     }
 
+    /// Called when failures removed leaf-set members: a node whose leaf set they emptied may be
+    /// cut off from the overlay (or the last node standing). It stops delivering and joins again
+    /// through a node it still knows, or the address it first joined through.
+    pub(crate) fn check_isolation(&mut self, now: Instant) {
+        if !self.is_active() || !self.leaf.is_empty() {
+            return;
+        }
+        let contact = self
+            .table
+            .entries()
+            .find(|p| !p.is_suspect())
+            .map(|p| p.handle.addr.clone())
+            .or_else(|| self.bootstrap.clone());
+        let Some(contact) = contact else {
+            return;
+        };
+        self.rejoining = true;
+        self.event(Event::Rejoining);
+        self.start_join(now, contact, 0);
+    }
+
     pub(crate) fn become_active(&mut self, now: Instant, apps: &mut Apps<A>) {
         self.phase = Phase::Active;
+        self.rejoining = false;
         self.pending_leaf = Vec::new();
         self.event(Event::Active);
         let hb = self.jitter(self.cfg.heartbeat_period, 50);
@@ -352,7 +409,7 @@ impl<A: Address> Core<A> {
         let deadline = now + patience;
         self.phase = Phase::Leaving { deadline };
         self.fail_all_held(RouteFailure::NodeLeft);
-        self.clear_flights();
+        self.fail_all_flights();
         // A leaving node asks nothing more of anyone: a leftover leaf-set probe would make
         // its neighbours take it back.
         self.clear_probes();
@@ -408,30 +465,33 @@ impl<A: Address> Core<A> {
             let ack = self.encode(Message::Ack { seq });
             self.send_budgeted(Some(sender.id), &sender.addr, ack, true);
         }
-        // Whatever we were asking of the leaver will not be answered.
-        self.cancel_probe(now, &sender.addr, apps);
-        if self.is_verified(Some(sender.id), &sender.addr) {
-            for h in leaf.cw.iter().chain(leaf.ccw.iter()) {
-                self.consider_leaf(now, h);
-            }
-        }
-        let sides = self.leaf.sides_of(sender.id);
-        let in_leaf = self.leaf.remove(sender.id);
-        let in_table = self
-            .table
-            .cell_of(sender.id)
-            .filter(|_| self.table.find(sender.id).is_some());
-        self.mark_dead(sender.id, now);
-        if in_leaf.is_none() && in_table.is_none() {
-            self.check_active(now, apps);
+        // Only the member itself, at the address we verified for it, can say it leaves; and a
+        // node we are probing at that address can answer our probe with its goodbye.
+        let member = |p: &Peer<A>| p.handle.addr == sender.addr && p.is_verified();
+        let in_leaf = self.leaf.get(sender.id).is_some_and(member);
+        let in_table = self.table.find(sender.id).is_some_and(member);
+        let probed = self
+            .probes
+            .get(&sender.addr)
+            .is_some_and(|p| p.id == Some(sender.id));
+        if !(in_leaf || in_table || probed) {
+            self.counters.rejected += 1;
             return;
         }
-        if let Some((row, col)) = in_table {
+        self.cancel_probe(now, &sender.addr, apps);
+        self.mark_dead(sender.id, now);
+        for h in leaf.cw.iter().chain(leaf.ccw.iter()) {
+            self.consider_leaf(now, h);
+        }
+        if in_table && let Some((row, col)) = self.table.cell_of(sender.id) {
             self.table.remove(sender.id);
             self.repair_table_cell(now, row, col);
         }
-        if let Some(peer) = in_leaf {
-            self.leaf_changed(now, apps, peer.handle, LeafChange::Left);
+        if in_leaf {
+            let sides = self.leaf.sides_of(sender.id);
+            if let Some(peer) = self.leaf.remove(sender.id) {
+                self.leaf_changed(now, apps, peer.handle, LeafChange::Left);
+            }
             // The leaver's own leaf set (considered above) holds our replacement for it; ask
             // the farthest member only if that did not start filling the hole.
             if self.pending_leaf.is_empty() {
@@ -440,5 +500,6 @@ impl<A: Address> Core<A> {
         }
         self.reroute_flights_to(now, sender.id, apps);
         self.retry_held(now, apps);
+        self.check_active(now, apps);
     }
 }

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use super::probes::{P_LEAF, P_LIVE, P_NOTICED, P_TABLE, P_VERIFY};
+use super::probes::{P_LEAF, P_LIVE, P_NOTICED, P_TABLE};
 use super::{Apps, Core, TimerKind};
 use crate::app::LeafChange;
 use crate::leafset::Side;
@@ -43,24 +43,43 @@ impl<A: Address> Core<A> {
 
     // ----- knowledge of other nodes -----
 
-    /// Marks a known node as suspect and probes it; no answer declares it dead.
+    /// Marks a known node as suspect and probes it; no answer declares it dead. The mark is
+    /// set only once a probe is really under way (the probe table is bounded), so that a
+    /// suspect is never left without a verdict.
     pub(crate) fn suspect(&mut self, now: Instant, node: &NodeHandle<A>, noticed: bool) {
-        let mut known = false;
+        let here = |p: &Peer<A>| p.handle.addr == node.addr;
+        let known =
+            self.leaf.get(node.id).is_some_and(here) || self.table.find(node.id).is_some_and(here);
+        if !known {
+            return;
+        }
+        let purpose = P_LIVE | if noticed { P_NOTICED } else { 0 };
+        if !self.probe(now, node, purpose, &[], false) {
+            return;
+        }
         self.leaf.update(node.id, |e| {
             if e.peer.handle.addr == node.addr {
                 e.peer.set_flag(SUSPECT, true);
-                known = true;
             }
         });
         self.table.update(node.id, |p| {
             if p.handle.addr == node.addr {
                 p.set_flag(SUSPECT, true);
-                known = true;
             }
         });
-        if known {
-            let purpose = P_LIVE | if noticed { P_NOTICED } else { 0 };
-            self.probe(now, node, purpose, &[], false);
+    }
+
+    /// Suspects whose probe was lost to a full probe table or a reset get probed again.
+    fn reprobe_suspects(&mut self, now: Instant) {
+        let orphans: Vec<NodeHandle<A>> = self
+            .leaf
+            .members()
+            .chain(self.table.entries())
+            .filter(|p| p.is_suspect() && !self.probes.contains_key(&p.handle.addr))
+            .map(|p| p.handle.clone())
+            .collect();
+        for h in orphans {
+            self.suspect(now, &h, false);
         }
     }
 
@@ -112,6 +131,7 @@ impl<A: Address> Core<A> {
                 self.repair_leaf(now, &sides);
             }
         }
+        self.check_isolation(now);
         self.reroute_flights_to(now, id, apps);
         self.retry_held(now, apps);
     }
@@ -159,17 +179,11 @@ impl<A: Address> Core<A> {
             self.leaf_changed(now, apps, d.handle, LeafChange::Displaced);
         }
         if r.added {
-            let verified = self.is_verified(Some(handle.id), &handle.addr);
             let change = if self.forget_dead(handle.id) {
                 LeafChange::Recovered
             } else {
                 LeafChange::Joined
             };
-            if !verified {
-                // It introduced itself; make sure its address is really its own before we
-                // depend on it (heartbeats, routed messages, failure notices).
-                self.probe(now, &handle, P_VERIFY, &[], false);
-            }
             self.leaf_changed(now, apps, handle, change);
             self.retry_held(now, apps);
         }
@@ -178,7 +192,16 @@ impl<A: Address> Core<A> {
     /// Probes a node a verified node told us of, if it belongs in our leaf set and is not
     /// being probed yet (probes already under way count as if they were members).
     pub(crate) fn consider_leaf(&mut self, now: Instant, h: &NodeHandle<A>) {
-        if h.id == self.me.id || self.leaf.contains(h.id) || self.probes.contains_key(&h.addr) {
+        if h.id == self.me.id || self.leaf.contains(h.id) {
+            return;
+        }
+        // A probe already under way for another reason gains the leaf-set purpose (so that a
+        // joining node waits for its answer); one that has it already is left alone.
+        if self
+            .probes
+            .get(&h.addr)
+            .is_some_and(|p| p.purpose & P_LEAF != 0)
+        {
             return;
         }
         if !self.leaf_wants(h.id) || self.recently_dead(h.id, now) || self.awaiting_root() {
@@ -337,6 +360,7 @@ impl<A: Address> Core<A> {
         }
         self.repair_asked = [None, None];
         self.repair_leaf(now, &[Side::Cw, Side::Ccw]);
+        self.reprobe_suspects(now);
     }
 
     // ----- routing-table maintenance -----

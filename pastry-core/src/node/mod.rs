@@ -132,6 +132,11 @@ pub enum Event<A> {
     /// The graceful leave finished: the leaf set was told (or did not answer in time). The
     /// node is inert from now on.
     Left,
+    /// Every leaf-set member failed: the node may be cut off from the overlay, so it stops
+    /// delivering and joins again through a node it still knows (or the bootstrap address it
+    /// joined through). [`Event::Active`] follows when that succeeds; if every attempt fails,
+    /// the node carries on alone and reports [`Event::Active`] as well.
+    Rejoining,
 }
 
 /// Errors of the application-facing calls.
@@ -351,7 +356,7 @@ pub(crate) struct SeenCache {
     window: core::time::Duration,
 }
 
-const SEEN_MAX: usize = 4096;
+pub(crate) const SEEN_MAX: usize = 4096;
 pub(crate) const VERIFIED_CACHE: usize = 32;
 const DEAD_MEMORY: usize = 64;
 
@@ -399,6 +404,11 @@ impl SeenCache {
         }
         self.order.push_back((now, f));
         true
+    }
+
+    #[cfg(any(test, feature = "invariants"))]
+    fn len(&self) -> usize {
+        self.order.len()
     }
 
     fn heap_bytes(&self) -> usize {
@@ -468,6 +478,12 @@ pub(crate) struct Core<A: Address> {
     pns_budget: usize,
     /// Earliest time of the next lazy request to fill an empty routing-table cell.
     next_fill: Instant,
+    /// Application timers armed and not yet fired.
+    app_timers: usize,
+    /// The address the application gave [`Node::join`], kept for rejoining.
+    bootstrap: Option<A>,
+    /// The current join is a rejoin after the leaf set emptied through failures.
+    rejoining: bool,
     counters: Counters,
     max_payload: usize,
 }
@@ -515,10 +531,17 @@ impl<A: Address> Node<A> {
             maintenance_at: now,
             pns_budget: config.maintenance_probes,
             next_fill: now,
+            app_timers: 0,
+            bootstrap: None,
+            rejoining: false,
             counters: Counters::default(),
             max_payload,
             cfg: config,
         };
+        let mut core = core;
+        // Message ids start at a random number: a forger cannot know which ids a node will
+        // use and get its messages dropped as duplicates ahead of time.
+        core.next_msg_seq = (core.random() as u32).max(1);
         Ok(Node {
             core,
             apps: Vec::new(),
@@ -551,6 +574,7 @@ impl<A: Address> Node<A> {
         if !matches!(self.core.phase, Phase::Idle) {
             return Err(NodeError::AlreadyStarted);
         }
+        self.core.bootstrap = Some(bootstrap.clone());
         self.core.start_join(now, bootstrap, 0);
         Ok(())
     }
@@ -666,6 +690,7 @@ impl<A: Address> Node<A> {
     }
 
     fn after_input(&mut self, now: Instant) {
+        self.core.compact_timers();
         while let Some(action) = self.core.app_actions.pop_front() {
             match action {
                 AppAction::Route {
@@ -689,6 +714,12 @@ impl<A: Address> Node<A> {
     /// This node's handle.
     pub fn local(&self) -> &NodeHandle<A> {
         &self.core.me
+    }
+
+    /// Whether the node is joining (for the first time, or again after losing every leaf-set
+    /// member to failures).
+    pub fn is_joining(&self) -> bool {
+        matches!(self.core.phase, Phase::Joining { .. })
     }
 
     /// The configuration.
@@ -798,8 +829,10 @@ impl<A: Address> Node<A> {
         }
     }
 
-    /// Checks the node's structural invariants: leaf-set sides sorted, bounded and free of
-    /// our own id; routing-table entries in their cells; queues within their bounds.
+    /// Checks the node's structural invariants: leaf-set sides sorted, bounded and free of our
+    /// own id; routing-table entries in their cells; queues, tables and caches within their
+    /// bounds. [`crate::invariants::check_node`] adds the memory bound.
+    #[cfg(any(test, feature = "invariants"))]
     pub fn check_invariants(&self) -> Result<(), &'static str> {
         self.core.check_invariants()
     }
@@ -878,7 +911,42 @@ impl<A: Address> Core<A> {
     }
 
     pub(crate) fn schedule_app_timer(&mut self, at: Instant, slot: usize, token: u64) {
+        self.app_timers += 1;
         self.schedule(at, TimerKind::App { slot, token });
+    }
+
+    /// Whether a timer still stands for something (timers are never removed when what they
+    /// stand for goes away; they are checked when they fire).
+    fn timer_live(&self, t: &Timer<A>) -> bool {
+        match &t.kind {
+            TimerKind::Heartbeat => t.at == self.heartbeat_at,
+            TimerKind::Maintenance => t.at == self.maintenance_at,
+            TimerKind::Retransmit(seq) => self
+                .in_flight
+                .get(seq)
+                .is_some_and(|f| f.deadline() == t.at),
+            TimerKind::Probe(addr) => self.probes.get(addr).is_some_and(|p| p.deadline() == t.at),
+            TimerKind::Join => {
+                matches!(self.phase, Phase::Joining { deadline, .. } if deadline == t.at)
+            }
+            TimerKind::Hold => self.hold_timer == Some(t.at),
+            TimerKind::Leave => {
+                matches!(self.phase, Phase::Leaving { deadline } if deadline == t.at)
+            }
+            TimerKind::App { .. } => true,
+        }
+    }
+
+    /// Drops stale timers once they outnumber the live ones, so that a burst of traffic
+    /// (every hop and probe arms a timer) cannot grow the heap without bound.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.timer_floor() + 32 {
+            return;
+        }
+        let timers = core::mem::take(&mut self.timers).into_vec();
+        let live: Vec<Timer<A>> = timers.into_iter().filter(|t| self.timer_live(t)).collect();
+        self.timers = BinaryHeap::from(live);
+        self.timers.shrink_to_fit();
     }
 
     pub(crate) fn event(&mut self, e: Event<A>) {
@@ -1011,9 +1079,6 @@ impl<A: Address> Core<A> {
             ),
             Message::JoinRequest { .. } => self.on_join_request(now, sender, len, apps),
             Message::JoinReply { root, leaf } => self.on_join_reply(now, sender, root, leaf, apps),
-            Message::JoinState { joiner, rows, leaf } => {
-                self.on_join_state(now, sender, joiner, rows, leaf)
-            }
             Message::RowRequest { row, .. } => self.on_row_request(sender, row),
             Message::Rows { rows } => self.on_rows(now, sender, rows),
             Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
@@ -1043,6 +1108,7 @@ impl<A: Address> Core<A> {
             TimerKind::Hold => self.on_hold_timer(now, t.at),
             TimerKind::Leave => self.on_leave_timer(now, t.at),
             TimerKind::App { slot, token } => {
+                self.app_timers = self.app_timers.saturating_sub(1);
                 if let Some(s) = apps.get_mut(slot) {
                     let mut ctx = Context {
                         core: self,
@@ -1056,6 +1122,7 @@ impl<A: Address> Core<A> {
         }
     }
 
+    #[cfg(any(test, feature = "invariants"))]
     pub(crate) fn check_invariants(&self) -> Result<(), &'static str> {
         use crate::leafset::Side;
         let own = self.me.id;
@@ -1091,7 +1158,32 @@ impl<A: Address> Core<A> {
         if self.verified.len() > VERIFIED_CACHE || self.dead.len() > DEAD_MEMORY {
             return Err("cache over bound");
         }
+        if self.budgets.len() > probes::AMP_ENTRIES || self.relays.len() > join::MAX_RELAYS {
+            return Err("budgets or relays over bound");
+        }
+        if self.seen.len() > SEEN_MAX {
+            return Err("duplicate filter over bound");
+        }
+        if self.table.row_count() > Id::digit_count(self.cfg.b) {
+            return Err("routing table has more rows than digits");
+        }
+        if self
+            .pending_leaf
+            .iter()
+            .any(|id| !self.probes.values().any(|p| p.id == Some(*id)))
+        {
+            return Err("a pending leaf-set probe has no probe");
+        }
+        if self.timers.len() > 2 * self.timer_floor() + 64 {
+            return Err("timer heap holds too many stale timers");
+        }
         Ok(())
+    }
+
+    /// Timers that may legitimately be pending: one per message in flight, probe and
+    /// application timer, plus the periodic ones.
+    fn timer_floor(&self) -> usize {
+        self.in_flight.len() + self.probes.len() + self.app_timers + 8
     }
 }
 

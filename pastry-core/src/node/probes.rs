@@ -44,7 +44,7 @@ const MAX_QUEUED: usize = 16;
 /// Bytes of a plain probe (no leaf set, no failed ids, no padding).
 pub(crate) const PLAIN_PROBE_LEN: usize = wire::HEADER_LEN + 4 + 1 + 1 + 2;
 /// Unverified addresses whose budget is tracked.
-const AMP_ENTRIES: usize = 64;
+pub(crate) const AMP_ENTRIES: usize = 64;
 
 /// A probe as received.
 pub(crate) struct Probe<A> {
@@ -74,6 +74,10 @@ pub(crate) struct ProbeState<A> {
 }
 
 impl<A> ProbeState<A> {
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.failed.capacity() * 16
             + self.queued.iter().map(Vec::capacity).sum::<usize>()
@@ -223,8 +227,8 @@ impl<A: Address> Core<A> {
         purpose: u8,
         failed: &[Id],
         exempt: bool,
-    ) {
-        self.probe_addr(now, to.addr.clone(), Some(to.id), purpose, failed, exempt);
+    ) -> bool {
+        self.probe_addr(now, to.addr.clone(), Some(to.id), purpose, failed, exempt)
     }
 
     pub(crate) fn probe_addr(
@@ -235,9 +239,9 @@ impl<A: Address> Core<A> {
         purpose: u8,
         failed: &[Id],
         exempt: bool,
-    ) {
+    ) -> bool {
         if id == Some(self.me.id) || addr == self.me.addr {
-            return;
+            return false;
         }
         if let Some(p) = self.probes.get_mut(&addr) {
             let gains_leaf = purpose & P_LEAF != 0 && p.purpose & P_LEAF == 0;
@@ -268,10 +272,22 @@ impl<A: Address> Core<A> {
                 }
                 self.send_probe(&addr);
             }
-            return;
+            return true;
         }
-        if self.probes.len() >= self.cfg.max_probes {
-            return;
+        // Probes for nodes we already hold may use the whole table; probes a stranger's
+        // datagram prompted, only half of it, so that strangers cannot crowd out liveness
+        // checks of our own members.
+        let member = id.is_some_and(|id| {
+            let here = |p: &Peer<A>| p.handle.addr == addr;
+            self.leaf.get(id).is_some_and(here) || self.table.find(id).is_some_and(here)
+        });
+        let limit = if exempt || member {
+            self.cfg.max_probes
+        } else {
+            self.cfg.max_probes / 2
+        };
+        if self.probes.len() >= limit {
+            return false;
         }
         let nonce = self.random() as u32;
         let deadline = now + self.probe_rto(id, 1);
@@ -301,6 +317,7 @@ impl<A: Address> Core<A> {
         self.counters.probes_sent += 1;
         self.schedule(deadline, TimerKind::Probe(addr.clone()));
         self.send_probe(&addr);
+        true
     }
 
     /// Sends (or resends) the probe to `addr`: a leaf-set probe if that is its purpose and the
@@ -400,7 +417,10 @@ impl<A: Address> Core<A> {
         } = probe;
         let verified = self.is_verified(Some(sender.id), &sender.addr);
         let budget = self.budget_left(Some(sender.id), &sender.addr);
-        let reply_leaf = leaf.as_ref().map(|_| {
+        // A leaf-set probe is answered with our leaf set, which confirms that we took the
+        // sender in, only once its address is verified; until then a plain reply, and a probe
+        // of our own (its answer makes us send it a leaf-set probe).
+        let reply_leaf = leaf.as_ref().filter(|_| verified).map(|_| {
             let fixed = wire::HEADER_LEN + 4 + 1;
             let m = self.leaf_msg(Some(sender.id), budget.saturating_sub(fixed));
             if m.cw.len() + m.ccw.len() < self.leaf.len().saturating_sub(1) {
@@ -414,16 +434,23 @@ impl<A: Address> Core<A> {
         });
         self.send_budgeted(Some(sender.id), &sender.addr, reply, true);
         match leaf {
-            Some(l) => {
+            Some(l) if verified => {
                 // The sender says it belongs in our leaf set: first-hand news, taken at once so
-                // that it is known here before it can become active.
+                // that it is known here before our reply lets it become active.
                 if self.leaf.contains(sender.id) || self.leaf.would_accept(sender.id) {
-                    self.add_leaf(now, apps, Peer::new(sender.clone()));
+                    self.add_leaf(
+                        now,
+                        apps,
+                        Peer::verified(sender.clone(), crate::Rtt::default()),
+                    );
                 }
-                if verified {
-                    for h in l.cw.iter().chain(l.ccw.iter()) {
-                        self.consider_leaf(now, h);
-                    }
+                for h in l.cw.iter().chain(l.ccw.iter()) {
+                    self.consider_leaf(now, h);
+                }
+            }
+            Some(_) => {
+                if self.leaf.contains(sender.id) || self.leaf.would_accept(sender.id) {
+                    self.probe(now, &sender, P_VERIFY, &[], false);
                 }
             }
             None => self.consider_table(now, &sender, false, false),

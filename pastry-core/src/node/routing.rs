@@ -42,6 +42,10 @@ pub(crate) struct InFlight<A> {
 }
 
 impl<A> InFlight<A> {
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         match &self.kind {
             FlightKind::Route { msg, .. } => match &msg.body {
@@ -149,7 +153,12 @@ impl<A: Address> Core<A> {
         upcall: bool,
         expires: Option<Instant>,
     ) {
-        if let RouteBody::Join { joiner, next_row } = &mut msg.body {
+        if let RouteBody::Join {
+            joiner,
+            next_row,
+            tag,
+        } = &mut msg.body
+        {
             if joiner.id == self.me.id {
                 return;
             }
@@ -158,8 +167,8 @@ impl<A: Address> Core<A> {
             if usize::from(*next_row) <= shared && self.is_active() {
                 let first = usize::from(*next_row);
                 *next_row = u8::try_from(shared + 1).unwrap_or(u8::MAX);
-                let (origin, joiner) = (msg.origin.clone(), joiner.clone());
-                self.join_hop(now, &origin, &joiner, first, shared);
+                let (origin, joiner, tag) = (msg.origin.clone(), joiner.clone(), *tag);
+                self.join_hop(now, apps, &origin, (&joiner, tag), (first, shared));
             }
         }
         match self.decide(&msg) {
@@ -227,7 +236,15 @@ impl<A: Address> Core<A> {
 
     fn deliver(&mut self, now: Instant, apps: &mut Apps<A>, msg: RouteMsg<A>) {
         match msg.body {
-            RouteBody::Join { joiner, .. } => self.join_root(now, &msg.origin, &joiner),
+            RouteBody::Join { joiner, tag, .. } => {
+                self.join_root(now, apps, &msg.origin, (&joiner, tag))
+            }
+            RouteBody::JoinState {
+                tag,
+                joiner,
+                rows,
+                leaf,
+            } => self.deliver_join_state(now, &msg.origin, &joiner, tag, rows, leaf),
             RouteBody::App { app, payload } => {
                 self.counters.delivered += 1;
                 let view = RouteMessage {
@@ -535,6 +552,21 @@ impl<A: Address> Core<A> {
 
     pub(crate) fn has_leave_flights(&self) -> bool {
         self.in_flight.values().any(InFlight::is_leave)
+    }
+
+    /// Reports every routed or direct message in flight as failed (the node leaves or starts
+    /// over) and forgets them, goodbyes included.
+    pub(crate) fn fail_all_flights(&mut self) {
+        let mut flights: Vec<(u32, InFlight<A>)> = self.in_flight.drain().collect();
+        flights.sort_unstable_by_key(|(s, _)| *s);
+        for (_, f) in flights {
+            match f.kind {
+                FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::NodeLeft),
+                FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
+                FlightKind::Leave => {}
+            }
+        }
+        self.in_flight.shrink_to_fit();
     }
 
     pub(crate) fn clear_flights(&mut self) {
