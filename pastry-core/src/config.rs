@@ -55,6 +55,12 @@ pub struct Config {
     pub max_probes: usize,
     /// New routing-table candidates a node may probe per maintenance round.
     pub maintenance_probes: usize,
+    /// How long a lookup waits for its answer before it is sent again.
+    pub lookup_timeout: Duration,
+    /// Times a lookup is sent again before it is reported as failed.
+    pub lookup_retries: u8,
+    /// Bound on lookups awaiting an answer.
+    pub max_lookups: usize,
 }
 
 impl Default for Config {
@@ -78,6 +84,9 @@ impl Default for Config {
             max_in_flight: 1024,
             max_probes: 512,
             maintenance_probes: 16,
+            lookup_timeout: Duration::from_secs(10),
+            lookup_retries: 2,
+            max_lookups: 1024,
         }
     }
 }
@@ -154,6 +163,7 @@ impl Config {
             ("rto_max", self.rto_max),
             ("hold_timeout", self.hold_timeout),
             ("join_timeout", self.join_timeout),
+            ("lookup_timeout", self.lookup_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -165,6 +175,7 @@ impl Config {
         for (name, n) in [
             ("probe_retries", self.probe_retries),
             ("max_retransmits", self.max_retransmits),
+            ("lookup_retries", self.lookup_retries),
         ] {
             if n > MAX_RETRIES {
                 return Err(ConfigError::TooLarge(name));
@@ -180,6 +191,7 @@ impl Config {
             ("max_held", self.max_held),
             ("max_in_flight", self.max_in_flight),
             ("max_probes", self.max_probes),
+            ("max_lookups", self.max_lookups),
             ("join_attempts", usize::from(self.join_attempts)),
         ] {
             if n == 0 {

@@ -118,10 +118,6 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         )
     }
 
-    pub(crate) fn entries_mut(&mut self) -> impl Iterator<Item = &mut LeafEntry<A>> + '_ {
-        self.cw.iter_mut().chain(self.ccw.iter_mut())
-    }
-
     /// Number of distinct members.
     pub fn len(&self) -> usize {
         self.members().count()
@@ -139,11 +135,12 @@ impl<A: Clone + PartialEq> LeafSet<A> {
 
     /// The member with this id.
     pub fn get(&self, id: Id) -> Option<&Peer<A>> {
-        self.cw
-            .iter()
-            .chain(self.ccw.iter())
-            .find(|e| e.peer.id() == id)
-            .map(|e| &e.peer)
+        self.entry(id).map(|e| &e.peer)
+    }
+
+    /// Where `id` sits on a side, if it does (sides are short: a scan beats a search).
+    fn position(&self, side: Side, id: Id) -> Option<usize> {
+        self.side(side).iter().position(|e| e.peer.id() == id)
     }
 
     pub(crate) fn entry(&self, id: Id) -> Option<&LeafEntry<A>> {
@@ -156,11 +153,13 @@ impl<A: Clone + PartialEq> LeafSet<A> {
     /// Applies `f` to every copy of the member `id` (a member can sit on both sides).
     pub(crate) fn update(&mut self, id: Id, mut f: impl FnMut(&mut LeafEntry<A>)) -> bool {
         let mut found = false;
-        for e in self.entries_mut() {
-            if e.peer.id() == id {
-                f(e);
-                found = true;
-            }
+        if let Some(i) = self.position(Side::Cw, id) {
+            f(&mut self.cw[i]);
+            found = true;
+        }
+        if let Some(i) = self.position(Side::Ccw, id) {
+            f(&mut self.ccw[i]);
+            found = true;
         }
         found
     }

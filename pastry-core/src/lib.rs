@@ -105,7 +105,9 @@ pub use app::{Application, Context, Forward, LeafChange, MessageId, RouteMessage
 pub use config::{Config, ConfigError, MAX_BOUND, MAX_DURATION, MAX_RETRIES};
 pub use id::{Id, ParseIdError};
 pub use leafset::{LeafSet, Side};
-pub use node::{Counters, Event, Memory, Node, NodeError, RouteError, RouteFailure, Transmit};
+pub use node::{
+    Counters, Event, LookupId, Memory, Node, NodeError, RouteError, RouteFailure, Transmit,
+};
 pub use peer::{Peer, Rtt};
 pub use route::{NextHop, Via, next_hop};
 pub use table::RoutingTable;

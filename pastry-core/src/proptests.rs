@@ -327,12 +327,18 @@ fn arb_message() -> impl Strategy<Value = Message<SocketAddr>> {
         )
             .prop_map(|(nonce, leaf, failed, padding)| Message::Probe {
                 nonce,
+                token: nonce.rotate_left(3),
                 leaf,
                 failed: failed.into_iter().map(Id::new).collect(),
                 padding,
             }),
-        (any::<u32>(), prop::option::of(arb_leaf()))
-            .prop_map(|(nonce, leaf)| Message::ProbeReply { nonce, leaf }),
+        (any::<u32>(), prop::option::of(arb_leaf())).prop_map(|(nonce, leaf)| {
+            Message::ProbeReply {
+                nonce,
+                token: nonce ^ 1,
+                leaf,
+            }
+        }),
         arb_leaf().prop_map(|leaf| Message::Heartbeat { leaf }),
         route,
         any::<u32>().prop_map(|seq| Message::Ack { seq }),

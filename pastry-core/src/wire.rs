@@ -43,6 +43,8 @@ pub const JOIN_REQUEST_MIN_LEN: usize = 40;
 const BODY_APP: u8 = 0;
 const BODY_JOIN: u8 = 1;
 const BODY_JOIN_STATE: u8 = 2;
+const BODY_LOOKUP: u8 = 3;
+const BODY_LOOKUP_REPLY: u8 = 4;
 
 const PROBE_HAS_LEAF: u8 = 1;
 
@@ -184,6 +186,30 @@ pub enum RouteBody<A> {
         /// The root's leaf set (only in the root's message).
         leaf: Option<LeafSetMsg<A>>,
     },
+    /// A lookup: the root answers with a [`RouteBody::LookupReply`] routed to the origin's
+    /// id. Retries of one lookup carry the same `lookup` number.
+    Lookup {
+        /// The origin's lookup number.
+        lookup: u32,
+    },
+    /// The answer to a lookup, routed to the origin's id.
+    LookupReply {
+        /// The origin's lookup number.
+        lookup: u32,
+        /// The key looked up.
+        key: Id,
+        /// The root of the key.
+        root: NodeHandle<A>,
+        /// Overlay hops the lookup took.
+        hops: u8,
+    },
+}
+
+impl<A> RouteBody<A> {
+    /// Whether the body is protocol overhead (joins and join state) rather than workload.
+    pub fn is_control(&self) -> bool {
+        matches!(self, RouteBody::Join { .. } | RouteBody::JoinState { .. })
+    }
 }
 
 /// One protocol message.
@@ -202,6 +228,9 @@ pub enum Message<A> {
     Probe {
         /// Echoed in the reply.
         nonce: u32,
+        /// An address-validation token the receiver gave the sender in an earlier reply
+        /// (0 if none): echoing it proves the sender receives datagrams at its address.
+        token: u32,
         /// The sender's leaf set, for leaf-set probes.
         leaf: Option<LeafSetMsg<A>>,
         /// Ids the sender declared dead.
@@ -213,6 +242,9 @@ pub enum Message<A> {
     ProbeReply {
         /// The probe's nonce.
         nonce: u32,
+        /// A token the prober may echo in its next probe to prove its address (0 if the
+        /// replier has verified the prober's address already).
+        token: u32,
         /// The replier's leaf set, when the probe carried one.
         leaf: Option<LeafSetMsg<A>>,
     },
@@ -275,16 +307,14 @@ pub enum Message<A> {
 }
 
 impl<A> Message<A> {
-    /// Whether the message is protocol overhead rather than application data.
+    /// Whether the message is protocol overhead rather than application data (application
+    /// messages, direct messages and lookups with their replies are the workload).
     pub fn is_control(&self) -> bool {
-        !matches!(
-            self,
-            Message::Direct { .. }
-                | Message::Route(RouteMsg {
-                    body: RouteBody::App { .. },
-                    ..
-                })
-        )
+        match self {
+            Message::Direct { .. } => false,
+            Message::Route(r) => r.body.is_control(),
+            _ => true,
+        }
     }
 }
 
@@ -469,6 +499,22 @@ fn put_route_body<A: Address>(out: &mut Vec<u8>, r: &RouteMsg<A>) {
             out.push(*next_row);
             out.extend_from_slice(&tag.to_be_bytes());
         }
+        RouteBody::Lookup { lookup } => {
+            out.push(BODY_LOOKUP);
+            out.extend_from_slice(&lookup.to_be_bytes());
+        }
+        RouteBody::LookupReply {
+            lookup,
+            key,
+            root,
+            hops,
+        } => {
+            out.push(BODY_LOOKUP_REPLY);
+            out.extend_from_slice(&lookup.to_be_bytes());
+            out.extend_from_slice(&key.to_bytes());
+            put_handle(out, root);
+            out.push(*hops);
+        }
         RouteBody::JoinState {
             tag,
             joiner,
@@ -542,7 +588,7 @@ pub fn max_route_payload(max_datagram_size: usize, max_addr_len: usize) -> usize
 /// ```
 pub fn min_datagram_size(config: &Config, max_addr_len: usize) -> usize {
     let handle = 16 + max_addr_len;
-    let probe = HEADER_LEN + 4 + 1 + 2 + config.leaf_set_size * handle + 1 + 16 + 2;
+    let probe = HEADER_LEN + 4 + 4 + 1 + 2 + config.leaf_set_size * handle + 1 + 16 + 2;
     let row = HEADER_LEN + 1 + 2 + ((1usize << config.b) - 1) * handle;
     let join = route_overhead(max_addr_len) + handle + 1 + 4;
     let join_state =
@@ -576,11 +622,13 @@ impl<A: Address> Datagram<A> {
         match &self.message {
             Message::Probe {
                 nonce,
+                token,
                 leaf,
                 failed,
                 padding,
             } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
+                out.extend_from_slice(&token.to_be_bytes());
                 out.push(if leaf.is_some() { PROBE_HAS_LEAF } else { 0 });
                 if let Some(l) = leaf {
                     put_leaf(out, l);
@@ -591,8 +639,9 @@ impl<A: Address> Datagram<A> {
                 }
                 put_padding(out, *padding);
             }
-            Message::ProbeReply { nonce, leaf } => {
+            Message::ProbeReply { nonce, token, leaf } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
+                out.extend_from_slice(&token.to_be_bytes());
                 out.push(if leaf.is_some() { PROBE_HAS_LEAF } else { 0 });
                 if let Some(l) = leaf {
                     put_leaf(out, l);
@@ -668,6 +717,7 @@ impl<A: Address> Datagram<A> {
         let message = match t {
             T_PROBE => {
                 let nonce = r.u32()?;
+                let token = r.u32()?;
                 let flags = r.u8()?;
                 if flags & !PROBE_HAS_LEAF != 0 {
                     return Err(DecodeError::Invalid("probe flags"));
@@ -688,6 +738,7 @@ impl<A: Address> Datagram<A> {
                 let padding = r.padding()?;
                 Message::Probe {
                     nonce,
+                    token,
                     leaf,
                     failed,
                     padding,
@@ -695,6 +746,7 @@ impl<A: Address> Datagram<A> {
             }
             T_PROBE_REPLY => {
                 let nonce = r.u32()?;
+                let token = r.u32()?;
                 let flags = r.u8()?;
                 if flags & !PROBE_HAS_LEAF != 0 {
                     return Err(DecodeError::Invalid("probe flags"));
@@ -704,7 +756,7 @@ impl<A: Address> Datagram<A> {
                 } else {
                     None
                 };
-                Message::ProbeReply { nonce, leaf }
+                Message::ProbeReply { nonce, token, leaf }
             }
             T_HEARTBEAT => Message::Heartbeat { leaf: r.leaf()? },
             T_ROUTE => {
@@ -725,6 +777,13 @@ impl<A: Address> Datagram<A> {
                         joiner: r.handle()?,
                         next_row: r.u8()?,
                         tag: r.u32()?,
+                    },
+                    BODY_LOOKUP => RouteBody::Lookup { lookup: r.u32()? },
+                    BODY_LOOKUP_REPLY => RouteBody::LookupReply {
+                        lookup: r.u32()?,
+                        key: r.id()?,
+                        root: r.handle()?,
+                        hops: r.u8()?,
                     },
                     BODY_JOIN_STATE => {
                         let tag = r.u32()?;
@@ -866,22 +925,26 @@ mod tests {
         vec![
             Message::Probe {
                 nonce: 7,
+                token: 0,
                 leaf: Some(leaf.clone()),
                 failed: vec![Id::new(44)],
                 padding: 5,
             },
             Message::Probe {
                 nonce: 8,
+                token: 0,
                 leaf: None,
                 failed: vec![],
                 padding: 0,
             },
             Message::ProbeReply {
                 nonce: 7,
+                token: 3,
                 leaf: Some(leaf.clone()),
             },
             Message::ProbeReply {
                 nonce: 7,
+                token: 3,
                 leaf: None,
             },
             Message::Heartbeat { leaf: leaf.clone() },
@@ -944,6 +1007,27 @@ mod tests {
                     joiner: h(4, 4),
                     rows: vec![],
                     leaf: None,
+                },
+            }),
+            Message::Route(RouteMsg {
+                seq: 2,
+                origin: h(9, 9),
+                msg_seq: 4,
+                key: Id::new(78),
+                hops: 1,
+                body: RouteBody::Lookup { lookup: 5 },
+            }),
+            Message::Route(RouteMsg {
+                seq: 2,
+                origin: h(9, 9),
+                msg_seq: 4,
+                key: Id::new(9),
+                hops: 3,
+                body: RouteBody::LookupReply {
+                    lookup: 5,
+                    key: Id::new(78),
+                    root: h(79, 7),
+                    hops: 2,
                 },
             }),
             Message::RowRequest { row: 3, padding: 2 },
@@ -1016,6 +1100,7 @@ mod tests {
             Id::new(1),
             Message::Probe {
                 nonce: 1,
+                token: 0,
                 leaf: None,
                 failed: vec![],
                 padding: 3,

@@ -248,6 +248,7 @@ impl NodeStep {
                 *peer,
                 Message::Probe {
                     nonce: u32::from(*nonce),
+                    token: 0,
                     leaf: leaf.map(|(a, b)| Peers::leaf(a, b)),
                     failed: failed.handles().into_iter().map(|h| h.id).collect(),
                     padding: u16::from(*padding),
@@ -478,8 +479,15 @@ pub fn run_node(input: &NodeInput) {
                 let (addr, nonce) = probes[usize::from(*index) % probes.len()];
                 let Some(p) = peer_of(addr) else { continue };
                 let leaf = leaf.map(|(a, b)| Peers::leaf(a, b));
-                let bytes =
-                    Datagram::new(peer_id(p), Message::ProbeReply { nonce, leaf }).to_bytes();
+                let bytes = Datagram::new(
+                    peer_id(p),
+                    Message::ProbeReply {
+                        nonce,
+                        token: 0,
+                        leaf,
+                    },
+                )
+                .to_bytes();
                 let _ = node.handle_datagram(now, addr, &bytes);
             }
             NodeStep::Ack { index } => {
@@ -707,7 +715,7 @@ impl Runner {
         if stats.incorrect == self.checked {
             return Ok(());
         }
-        for (n, l) in self.net.lookups() {
+        for (n, l) in self.net.lookups().iter().enumerate() {
             let Some(d) = &l.delivered else { continue };
             if d.correct {
                 continue;
@@ -773,7 +781,7 @@ impl Runner {
         self.net.run_for(Duration::from_secs(20));
         self.check_deliveries()?;
         for n in &issued {
-            let l = &self.net.lookups()[n];
+            let l = &self.net.lookups()[*n as usize];
             match &l.delivered {
                 Some(d) if d.correct => {}
                 other => {

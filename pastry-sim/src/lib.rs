@@ -11,11 +11,13 @@
 pub mod fuzzing;
 mod net;
 mod oracle;
+mod topology;
 
 pub use net::{
-    Addr, Delivery, LOOKUP_APP, Latency, Lookup, LookupStats, NetConfig, Network, NodeState,
+    Addr, Delivery, LOOKUP_APP, Lookup, LookupStats, NetConfig, Network, NodeState, Totals,
 };
 pub use oracle::Oracle;
+pub use topology::{Point, Topology, TopologyKind};
 
 /// The README's code examples, compiled and run as doctests so that they stay true.
 #[cfg(doctest)]

@@ -1,47 +1,22 @@
-//! The test network: real `pastry-core` nodes in one process on virtual time.
+//! The network: real `pastry-core` nodes in one process on virtual time.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
-use pastry_core::{Config, Event, Id, Instant, Node, RouteFailure};
+use pastry_core::{Config, Counters, Event, Id, Instant, LookupId, Node, RouteFailure};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::oracle::Oracle;
+use crate::topology::{Point, Topology, TopologyKind};
 
 /// Node addresses in the simulator: the index of the node's slot.
 pub type Addr = u32;
 
-/// The application id under which the network routes its lookups.
+/// The application id under which [`Network`] routes messages of its own (not lookups).
 pub const LOOKUP_APP: u16 = 0x4c4b;
 
-/// How long a datagram takes between two nodes.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Latency {
-    /// Nodes are uniform random points in `[0, 1000]²`; one-way latency is `base` plus
-    /// `per_unit` per unit of Euclidean distance.
-    Plane {
-        /// Fixed part of every one-way latency.
-        base: Duration,
-        /// Added per unit of distance.
-        per_unit: Duration,
-    },
-    /// Every datagram takes the same time.
-    Constant(Duration),
-}
-
-impl Default for Latency {
-    fn default() -> Self {
-        // Up to about 143 ms one way across the plane's diagonal.
-        Latency::Plane {
-            base: Duration::from_micros(500),
-            per_unit: Duration::from_micros(100),
-        }
-    }
-}
-
-/// Parameters of a test network.
+/// Parameters of a network.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     /// Seed of every random choice: node ids, node seeds, positions, loss, workload.
@@ -50,21 +25,22 @@ pub struct NetConfig {
     pub node: Config,
     /// Probability that a datagram is dropped.
     pub loss: f64,
-    /// Latency model.
-    pub latency: Latency,
+    /// Where nodes sit and how long datagrams take.
+    pub topology: Topology,
     /// Check every node's invariants after every input, and every datagram it sends
     /// (`pastry_core::invariants`); a violation panics with the node, time and seed.
     pub check_invariants: bool,
 }
 
 impl NetConfig {
-    /// Defaults with the given seed.
+    /// Defaults with the given seed: nodes on a plane (latency proportional to distance), no
+    /// loss, the core's default configuration.
     pub fn with_seed(seed: u64) -> Self {
         NetConfig {
             seed,
             node: Config::default(),
             loss: 0.0,
-            latency: Latency::default(),
+            topology: Topology::new(TopologyKind::Plane, seed),
             check_invariants: false,
         }
     }
@@ -75,7 +51,7 @@ impl NetConfig {
 pub enum NodeState {
     /// Created, not started.
     Idle,
-    /// Joining: not yet active.
+    /// Joining (or rejoining): not active.
     Joining,
     /// Active member.
     Active,
@@ -89,8 +65,8 @@ pub enum NodeState {
 
 struct Slot {
     id: Id,
-    node: Option<Node<Addr>>,
-    pos: (f64, f64),
+    node: Option<Box<Node<Addr>>>,
+    pos: Point,
     timer: Option<Instant>,
     timer_gen: u64,
     state: NodeState,
@@ -110,26 +86,17 @@ enum Kind {
     },
 }
 
+/// A queued event: (time, sequence) packed into one key, earliest first, and the index of its
+/// payload in the network's slab (small entries keep the heap's sifting cheap).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
-    at: Instant,
-    seq: u64,
-    kind: Kind,
+    key: std::cmp::Reverse<u128>,
+    slot: u32,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+impl Queued {
+    fn at(&self) -> Instant {
+        Instant::from_micros((self.key.0 >> 64) as u64)
     }
 }
 
@@ -142,8 +109,12 @@ pub struct Lookup {
     pub from: Addr,
     /// When it was issued.
     pub sent_at: Instant,
-    /// First delivery: node, time, hops, and whether the oracle agreed.
+    /// First time it reached a root.
     pub delivered: Option<Delivery>,
+    /// When the origin got the answer.
+    pub answered: Option<Instant>,
+    /// The origin gave up on it.
+    pub failed: bool,
 }
 
 /// Where and when a lookup was delivered.
@@ -172,9 +143,9 @@ pub struct LookupStats {
     pub correct: u64,
     /// First deliveries anywhere else.
     pub incorrect: u64,
-    /// Deliveries after the first.
+    /// Deliveries after the first (retries that raced their answer).
     pub duplicates: u64,
-    /// Reports of a lookup dropped at some node ([`Event::RouteFailed`]).
+    /// Lookups their origin reported as failed after its retries.
     pub failure_reports: u64,
     /// Histogram of hop counts of first deliveries, indexed by hops.
     pub hops: Vec<u64>,
@@ -205,11 +176,56 @@ impl LookupStats {
     pub fn max_hops(&self) -> usize {
         self.hops.iter().rposition(|c| *c > 0).unwrap_or(0)
     }
+
+    /// The totals since `earlier` (a copy taken before).
+    pub fn since(&self, earlier: &LookupStats) -> LookupStats {
+        let mut hops = self.hops.clone();
+        for (h, c) in earlier.hops.iter().enumerate() {
+            hops[h] -= c;
+        }
+        LookupStats {
+            sent: self.sent - earlier.sent,
+            delivered: self.delivered - earlier.delivered,
+            correct: self.correct - earlier.correct,
+            incorrect: self.incorrect - earlier.incorrect,
+            duplicates: self.duplicates - earlier.duplicates,
+            failure_reports: self.failure_reports - earlier.failure_reports,
+            hops,
+        }
+    }
 }
 
-/// N real nodes on virtual time: an event queue ordered by (time, sequence), latency from
-/// points on a plane, optional loss, kill / leave / revive, and an oracle of live, active
-/// nodes. The same seed and the same calls give the same run, bit for bit.
+/// Totals of node counters, over running nodes and nodes that stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Control datagrams sent.
+    pub control_out: u64,
+    /// Control bytes sent.
+    pub control_bytes_out: u64,
+    /// Failures detected.
+    pub failures_detected: u64,
+    /// Malformed datagrams received.
+    pub malformed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, c: &Counters) {
+        self.datagrams_out += c.datagrams_out;
+        self.bytes_out += c.bytes_out;
+        self.control_out += c.control_out;
+        self.control_bytes_out += c.control_bytes_out;
+        self.failures_detected += c.failures_detected;
+        self.malformed += c.malformed;
+    }
+}
+
+/// N real nodes on virtual time: an event queue ordered by (time, sequence), latency from a
+/// topology, optional loss, kill / leave / revive, and an oracle of live, active nodes. The
+/// same seed and the same calls give the same run, bit for bit.
 ///
 /// ```
 /// use std::time::Duration;
@@ -231,20 +247,24 @@ pub struct Network {
     slots: Vec<Slot>,
     rng: ChaCha8Rng,
     oracle: Oracle,
-    lookups: HashMap<u64, Lookup>,
-    next_lookup: u64,
+    lookups: Vec<Lookup>,
+    lookup_index: HashMap<LookupId, u64>,
+    rdp: Vec<f32>,
     stats: LookupStats,
     digest: u64,
     events: u64,
     datagrams: u64,
     dropped: u64,
     trace: bool,
-    /// Datagrams and bytes sent to addresses that are not nodes (forged sources in tests).
     outside: HashMap<Addr, (u64, u64)>,
-    /// (node, id it declared dead) where the id belonged to a node that was running.
+    /// Payloads of queued events, and the free slots among them.
+    payloads: Vec<Option<Kind>>,
+    free: Vec<u32>,
     false_failures: Vec<(Addr, Id)>,
-    /// When loss last dropped a datagram.
     last_drop: Option<Instant>,
+    retired: Totals,
+    out_buf: Vec<pastry_core::Transmit<Addr>>,
+    event_buf: Vec<Event<Addr>>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -270,8 +290,9 @@ impl Network {
             slots: Vec::new(),
             rng,
             oracle: Oracle::default(),
-            lookups: HashMap::new(),
-            next_lookup: 0,
+            lookups: Vec::new(),
+            lookup_index: HashMap::new(),
+            rdp: Vec::new(),
             stats: LookupStats::default(),
             digest: FNV_OFFSET,
             events: 0,
@@ -279,8 +300,13 @@ impl Network {
             dropped: 0,
             trace: false,
             outside: HashMap::new(),
+            payloads: Vec::new(),
+            free: Vec::new(),
             false_failures: Vec::new(),
             last_drop: None,
+            retired: Totals::default(),
+            out_buf: Vec::new(),
+            event_buf: Vec::new(),
         }
     }
 
@@ -321,19 +347,21 @@ impl Network {
         (self.rng.next_u64() % n as u64) as usize
     }
 
-    /// Creates a node with the given id at a random position; it is not started.
+    /// A uniform random number in `[0, 1)`.
+    pub fn random_unit(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Creates a node with the given id at a new position; it is not started.
     pub fn spawn(&mut self, id: Id) -> Addr {
         let addr = Addr::try_from(self.slots.len()).expect("at most 2^32 nodes");
-        let pos = (
-            self.rng.next_u64() as f64 / u64::MAX as f64 * 1000.0,
-            self.rng.next_u64() as f64 / u64::MAX as f64 * 1000.0,
-        );
+        let pos = self.cfg.topology.place();
         let seed = self.rng.next_u64();
         let node = Node::new(self.cfg.node.clone(), id, addr, seed, self.now)
             .expect("the network's node configuration is valid");
         self.slots.push(Slot {
             id,
-            node: Some(node),
+            node: Some(Box::new(node)),
             pos,
             timer: None,
             timer_gen: 0,
@@ -370,21 +398,33 @@ impl Network {
 
     /// A random active node, if any.
     pub fn random_active(&mut self) -> Option<Addr> {
-        let n = self.oracle.len();
-        if n == 0 {
+        if self.oracle.is_empty() {
             return None;
         }
-        // Sample slots until an active one turns up; the oracle holds their ids.
         for _ in 0..64 {
             let a = self.random_below(self.slots.len()) as Addr;
             if self.slots[a as usize].state == NodeState::Active {
                 return Some(a);
             }
         }
-        let active: Vec<Addr> = (0..self.slots.len() as Addr)
-            .filter(|a| self.slots[*a as usize].state == NodeState::Active)
-            .collect();
+        let active = self.active_addrs();
         (!active.is_empty()).then(|| active[self.random_below(active.len())])
+    }
+
+    /// Of `samples` random active nodes, the nearest to `addr`: a bootstrap node for a join
+    /// that keeps proximity (a new node asks a nearby member to route its join).
+    pub fn nearby_active(&mut self, addr: Addr, samples: usize) -> Option<Addr> {
+        let mut best: Option<(Duration, Addr)> = None;
+        for _ in 0..samples {
+            let Some(a) = self.random_active() else {
+                return None;
+            };
+            let d = self.latency(addr, a);
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, a));
+            }
+        }
+        best.map(|(_, a)| a)
     }
 
     /// Grows the network by `n` nodes, one after another: each joins through a random active
@@ -403,11 +443,64 @@ impl Network {
         Ok(())
     }
 
+    /// Grows the network by `n` nodes joining concurrently, in waves: each wave has as many
+    /// new nodes as there are active ones (at most `max_wave`), each joining through a nearby
+    /// active node; a wave ends when its nodes are active or `patience` has passed. Calls
+    /// `progress` with the number of nodes started so far. Returns the number that became
+    /// active.
+    pub fn grow_concurrently(
+        &mut self,
+        n: usize,
+        max_wave: usize,
+        patience: Duration,
+        mut progress: impl FnMut(usize),
+    ) -> usize {
+        let mut started = 0;
+        let mut became = 0;
+        if self.oracle.is_empty() && n > 0 {
+            let id = self.random_id();
+            let a = self.spawn(id);
+            self.bootstrap(a);
+            started = 1;
+            became = 1;
+        }
+        while started < n {
+            let wave = self.oracle.len().min(max_wave).min(n - started).max(1);
+            let first = self.slots.len() as Addr;
+            for _ in 0..wave {
+                let id = self.random_id();
+                let a = self.spawn(id);
+                match self.nearby_active(a, 16) {
+                    Some(via) => self.join(a, via),
+                    None => self.bootstrap(a),
+                }
+            }
+            started += wave;
+            let last = self.slots.len() as Addr;
+            let deadline = self.now + patience;
+            self.run_until_cond(deadline, |net| {
+                (first..last).all(|a| net.state(a) != NodeState::Joining)
+            });
+            became += (first..last)
+                .filter(|a| self.state(*a) == NodeState::Active)
+                .count();
+            progress(started);
+        }
+        became
+    }
+
+    fn retire(&mut self, addr: Addr) {
+        if let Some(node) = self.slots[addr as usize].node.take() {
+            self.retired.add(node.counters());
+        }
+        let slot = &mut self.slots[addr as usize];
+        slot.timer = None;
+    }
+
     /// Kills a node without warning.
     pub fn kill(&mut self, addr: Addr) {
+        self.retire(addr);
         let slot = &mut self.slots[addr as usize];
-        slot.node = None;
-        slot.timer = None;
         slot.state = NodeState::Dead;
         self.oracle.remove(slot.id);
     }
@@ -428,10 +521,10 @@ impl Network {
     pub fn revive(&mut self, addr: Addr, via: Addr) {
         let seed = self.rng.next_u64();
         let slot = &mut self.slots[addr as usize];
-        slot.node = Some(
+        slot.node = Some(Box::new(
             Node::new(self.cfg.node.clone(), slot.id, addr, seed, self.now)
                 .expect("the network's node configuration is valid"),
-        );
+        ));
         slot.state = NodeState::Idle;
         slot.timer = None;
         slot.active_at = None;
@@ -454,7 +547,7 @@ impl Network {
     /// The node at `addr`, mutably, to register applications before it starts. Use
     /// [`Network::act`] for calls that produce output.
     pub fn node_mut(&mut self, addr: Addr) -> Option<&mut Node<Addr>> {
-        self.slots[addr as usize].node.as_mut()
+        self.slots[addr as usize].node.as_deref_mut()
     }
 
     /// Calls `f` on the node at `addr` with the current time, then collects what the node
@@ -465,7 +558,7 @@ impl Network {
         f: impl FnOnce(&mut Node<Addr>, Instant) -> R,
     ) -> Option<R> {
         let now = self.now;
-        let r = f(self.slots[addr as usize].node.as_mut()?, now);
+        let r = f(self.slots[addr as usize].node.as_deref_mut()?, now);
         self.drain(addr);
         Some(r)
     }
@@ -493,7 +586,17 @@ impl Network {
 
     /// The node at `addr`, if it runs.
     pub fn node(&self, addr: Addr) -> Option<&Node<Addr>> {
-        self.slots[addr as usize].node.as_ref()
+        self.slots[addr as usize].node.as_deref()
+    }
+
+    /// Number of nodes ever spawned.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no node was ever spawned.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     /// Every address ever spawned.
@@ -516,34 +619,27 @@ impl Network {
 
     /// One-way latency between two nodes.
     pub fn latency(&self, a: Addr, b: Addr) -> Duration {
-        match &self.cfg.latency {
-            Latency::Constant(d) => *d,
-            Latency::Plane { base, per_unit } => {
-                let (p, q) = (self.slots[a as usize].pos, self.slots[b as usize].pos);
-                let dist = ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt();
-                *base + per_unit.mul_f64(dist)
-            }
-        }
+        self.cfg
+            .topology
+            .latency(&self.slots[a as usize].pos, &self.slots[b as usize].pos)
     }
 
     /// Issues a lookup for `key` from `from`; returns its number.
     pub fn lookup(&mut self, from: Addr, key: Id) -> Option<u64> {
         let now = self.now;
-        let n = self.next_lookup;
         let node = self.slots[from as usize].node.as_mut()?;
-        node.route(now, key, LOOKUP_APP, n.to_be_bytes().to_vec())
-            .ok()?;
-        self.next_lookup += 1;
+        let id = node.lookup(now, key).ok()?;
+        let n = self.lookups.len() as u64;
+        self.lookups.push(Lookup {
+            key,
+            from,
+            sent_at: now,
+            delivered: None,
+            answered: None,
+            failed: false,
+        });
+        self.lookup_index.insert(id, n);
         self.stats.sent += 1;
-        self.lookups.insert(
-            n,
-            Lookup {
-                key,
-                from,
-                sent_at: now,
-                delivered: None,
-            },
-        );
         self.drain(from);
         Some(n)
     }
@@ -561,8 +657,14 @@ impl Network {
     }
 
     /// Every lookup issued, by number.
-    pub fn lookups(&self) -> &HashMap<u64, Lookup> {
+    pub fn lookups(&self) -> &[Lookup] {
         &self.lookups
+    }
+
+    /// Route delay penalty (overlay route latency over direct latency) of every lookup
+    /// delivered at another node than its origin, in delivery order.
+    pub fn rdp_samples(&self) -> &[f32] {
+        &self.rdp
     }
 
     /// A digest of every delivery so far (time, lookup, node, hops, verdict), to compare runs.
@@ -575,14 +677,30 @@ impl Network {
         self.events
     }
 
+    /// Events waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Datagrams sent and datagrams dropped by loss so far.
     pub fn datagram_counts(&self) -> (u64, u64) {
         (self.datagrams, self.dropped)
     }
 
+    /// Sum of node counters over every node, running or stopped.
+    pub fn totals(&self) -> Totals {
+        let mut t = self.retired;
+        for s in &self.slots {
+            if let Some(n) = &s.node {
+                t.add(n.counters());
+            }
+        }
+        t
+    }
+
     /// Processes events up to and including time `t`, then sets the clock to `t`.
     pub fn run_until(&mut self, t: Instant) {
-        while self.queue.peek().is_some_and(|q| q.at <= t) {
+        while self.queue.peek().is_some_and(|q| q.at() <= t) {
             self.step();
         }
         self.now = self.now.max(t);
@@ -605,7 +723,7 @@ impl Network {
                 return true;
             }
             match self.queue.peek() {
-                Some(q) if q.at <= deadline => {
+                Some(q) if q.at() <= deadline => {
                     self.step();
                 }
                 _ => {
@@ -621,10 +739,14 @@ impl Network {
         let Some(q) = self.queue.pop() else {
             return false;
         };
-        self.now = q.at;
+        self.now = q.at();
         self.events += 1;
         let now = self.now;
-        match q.kind {
+        let kind = self.payloads[q.slot as usize]
+            .take()
+            .expect("a queued event has a payload");
+        self.free.push(q.slot);
+        match kind {
             Kind::Datagram { to, from, bytes } => {
                 if self.trace {
                     let d = pastry_core::wire::Datagram::<Addr>::decode(&bytes, usize::MAX);
@@ -633,8 +755,6 @@ impl Network {
                 let Some(node) = self.slots[to as usize].node.as_mut() else {
                     return true;
                 };
-                // Malformed input is counted by the node; the simulator only sends what nodes
-                // produced, so an error here would be a bug worth seeing.
                 // Malformed input is counted by the node. Injected bytes may be malformed on
                 // purpose; a node's own output never is, and would be a bug worth seeing.
                 if let Err(e) = node.handle_datagram(now, from, &bytes)
@@ -656,7 +776,9 @@ impl Network {
                 let Some(node) = slot.node.as_mut() else {
                     return true;
                 };
-                node.handle_timeout(now);
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
                 self.drain(addr);
             }
         }
@@ -665,10 +787,20 @@ impl Network {
 
     fn push(&mut self, at: Instant, kind: Kind) {
         self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.payloads[s as usize] = Some(kind);
+                s
+            }
+            None => {
+                self.payloads.push(Some(kind));
+                (self.payloads.len() - 1) as u32
+            }
+        };
+        let key = u128::from(at.as_micros()) << 64 | u128::from(self.seq);
         self.queue.push(Queued {
-            at,
-            seq: self.seq,
-            kind,
+            key: std::cmp::Reverse(key),
+            slot,
         });
     }
 
@@ -676,8 +808,8 @@ impl Network {
     /// network's records, and the node's next deadline.
     fn drain(&mut self, addr: Addr) {
         let now = self.now;
-        let mut out = Vec::new();
-        let mut events = Vec::new();
+        let mut out = std::mem::take(&mut self.out_buf);
+        let mut events = std::mem::take(&mut self.event_buf);
         let next = {
             let Some(node) = self.slots[addr as usize].node.as_mut() else {
                 return;
@@ -704,10 +836,9 @@ impl Network {
                 }
             }
         }
-        for t in out {
+        for t in out.drain(..) {
             self.datagrams += 1;
-            if self.cfg.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.cfg.loss
-            {
+            if self.cfg.loss > 0.0 && self.random_unit() < self.cfg.loss {
                 self.dropped += 1;
                 self.last_drop = Some(now);
                 continue;
@@ -728,15 +859,20 @@ impl Network {
                 },
             );
         }
-        for e in events {
+        for e in events.drain(..) {
             self.on_event(addr, e);
         }
+        self.out_buf = out;
+        self.event_buf = events;
         let slot = &mut self.slots[addr as usize];
         if slot.node.is_none() {
             return;
         }
+        // A node's wake-up is queued again only when its deadline moves earlier: one that
+        // moved later leaves an early wake-up in the queue, which finds nothing due and
+        // queues the real deadline then. This keeps stale timers out of the queue.
         if let Some(t) = next
-            && slot.timer != Some(t)
+            && slot.timer.is_none_or(|queued| t < queued)
         {
             slot.timer = Some(t);
             slot.timer_gen += 1;
@@ -772,50 +908,20 @@ impl Network {
                 self.oracle.remove(slot.id);
             }
             Event::Left => {
-                let slot = &mut self.slots[addr as usize];
-                slot.state = NodeState::Left;
-                slot.node = None;
-                slot.timer = None;
+                self.retire(addr);
+                self.slots[addr as usize].state = NodeState::Left;
             }
-            Event::Deliver(m) if m.app == LOOKUP_APP => {
-                let Ok(bytes) = <[u8; 8]>::try_from(m.payload.as_slice()) else {
-                    return;
-                };
-                let n = u64::from_be_bytes(bytes);
-                let here = self.slots[addr as usize].id;
-                let expected = self.oracle.closest(m.key);
-                let correct = expected == Some(here);
-                let Some(l) = self.lookups.get_mut(&n) else {
-                    return;
-                };
-                if l.delivered.is_some() {
-                    self.stats.duplicates += 1;
-                    return;
+            Event::LookupServed { id, key, hops, .. } => self.served(addr, id, key, hops),
+            Event::LookupDone { id, .. } => {
+                if let Some(n) = self.lookup_index.get(&id) {
+                    self.lookups[*n as usize].answered.get_or_insert(now);
                 }
-                l.delivered = Some(Delivery {
-                    at: addr,
-                    time: now,
-                    hops: m.hops,
-                    correct,
-                    expected,
-                });
-                self.stats.delivered += 1;
-                if correct {
-                    self.stats.correct += 1;
-                } else {
-                    self.stats.incorrect += 1;
+            }
+            Event::LookupFailed { id, .. } => {
+                if let Some(n) = self.lookup_index.get(&id) {
+                    self.lookups[*n as usize].failed = true;
+                    self.stats.failure_reports += 1;
                 }
-                let h = usize::from(m.hops);
-                if self.stats.hops.len() <= h {
-                    self.stats.hops.resize(h + 1, 0);
-                }
-                self.stats.hops[h] += 1;
-                let mut d = self.digest;
-                d = fnv(d, &now.as_micros().to_be_bytes());
-                d = fnv(d, &n.to_be_bytes());
-                d = fnv(d, &addr.to_be_bytes());
-                d = fnv(d, &[m.hops, u8::from(correct)]);
-                self.digest = d;
             }
             Event::LeafSet {
                 node,
@@ -828,11 +934,59 @@ impl Network {
                     self.false_failures.push((addr, node.id));
                 }
             }
-            Event::RouteFailed { reason, .. } if reason != RouteFailure::NodeLeft => {
-                self.stats.failure_reports += 1;
-            }
+            Event::RouteFailed { reason, .. } if reason != RouteFailure::NodeLeft => {}
             _ => {}
         }
+    }
+
+    /// A lookup reached a root: judge it against the oracle at this moment.
+    fn served(&mut self, addr: Addr, id: LookupId, key: Id, hops: u8) {
+        let now = self.now;
+        let Some(&n) = self.lookup_index.get(&id) else {
+            return;
+        };
+        let here = self.slots[addr as usize].id;
+        let expected = self.oracle.closest(key);
+        let correct = expected == Some(here);
+        let (from, sent_at) = {
+            let l = &self.lookups[n as usize];
+            if l.delivered.is_some() {
+                self.stats.duplicates += 1;
+                return;
+            }
+            (l.from, l.sent_at)
+        };
+        self.lookups[n as usize].delivered = Some(Delivery {
+            at: addr,
+            time: now,
+            hops,
+            correct,
+            expected,
+        });
+        self.stats.delivered += 1;
+        if correct {
+            self.stats.correct += 1;
+        } else {
+            self.stats.incorrect += 1;
+        }
+        let h = usize::from(hops);
+        if self.stats.hops.len() <= h {
+            self.stats.hops.resize(h + 1, 0);
+        }
+        self.stats.hops[h] += 1;
+        if from != addr {
+            let direct = self.latency(from, addr).as_secs_f64();
+            let route = (now - sent_at).as_secs_f64();
+            if direct > 0.0 {
+                self.rdp.push((route / direct) as f32);
+            }
+        }
+        let mut d = self.digest;
+        d = fnv(d, &now.as_micros().to_be_bytes());
+        d = fnv(d, &n.to_be_bytes());
+        d = fnv(d, &addr.to_be_bytes());
+        d = fnv(d, &[hops, u8::from(correct)]);
+        self.digest = d;
     }
 
     /// Nodes whose leaf set differs from the ideal one (the L/2 nearest live, active nodes on

@@ -47,6 +47,7 @@ fn an_unpadded_leaf_set_probe_earns_at_most_three_times_its_size() {
     let claimed = neighbour_id(&net, target);
     let probe = Message::Probe {
         nonce: 1,
+        token: 0,
         leaf: Some(LeafSetMsg::default()),
         failed: vec![],
         padding: 0,
@@ -64,6 +65,7 @@ fn a_leaf_set_probe_from_an_unverified_address_earns_no_leaf_set() {
     let claimed = neighbour_id(&net, target);
     let probe = Message::Probe {
         nonce: 1,
+        token: 0,
         leaf: Some(LeafSetMsg::default()),
         failed: vec![],
         padding: 400,
@@ -242,6 +244,7 @@ fn a_forged_leaf_set_probe_does_not_move_a_member_to_another_address() {
     let (m, real) = member_of(&net, target);
     let probe = Message::Probe {
         nonce: 5,
+        token: 0,
         leaf: Some(LeafSetMsg::default()),
         failed: vec![],
         padding: 0,
@@ -313,6 +316,7 @@ fn a_flood_of_strangers_cannot_keep_a_dead_neighbour_in_the_leaf_set() {
             Id::new(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834));
         let probe: Message<Addr> = Message::Probe {
             nonce: i,
+            token: 0,
             leaf: None,
             failed: vec![],
             padding: 0,

@@ -213,6 +213,10 @@ impl<A: Address> Core<A> {
     /// Whether `id` would be among the L/2 nearest on a side, counting members and nodes
     /// with a leaf-set probe under way.
     pub(crate) fn leaf_wants(&self, id: Id) -> bool {
+        // Most candidates are farther than both full sides: no need to count anything.
+        if !self.leaf.would_accept(id) {
+            return false;
+        }
         let own = self.me.id;
         let half = self.leaf.half();
         [Side::Cw, Side::Ccw].into_iter().any(|side| {
@@ -229,7 +233,7 @@ impl<A: Address> Core<A> {
                 + self
                     .pending_leaf
                     .iter()
-                    .filter(|p| !self.leaf.contains(**p) && dist(**p) < d)
+                    .filter(|p| dist(**p) < d && !self.leaf.contains(**p))
                     .count();
             closer < half
         })

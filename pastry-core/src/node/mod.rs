@@ -1,6 +1,7 @@
 //! The node: the whole protocol as an event-in / actions-out state machine.
 
 mod join;
+mod lookup;
 mod membership;
 mod probes;
 mod routing;
@@ -132,11 +133,55 @@ pub enum Event<A> {
     /// The graceful leave finished: the leaf set was told (or did not answer in time). The
     /// node is inert from now on.
     Left,
+    /// A lookup reached this node, the root of its key (this node answers it).
+    LookupServed {
+        /// The lookup.
+        id: LookupId,
+        /// Its key.
+        key: Id,
+        /// The node that asked.
+        origin: NodeHandle<A>,
+        /// Overlay hops it took.
+        hops: u8,
+    },
+    /// A lookup of ours was answered by the root of its key.
+    LookupDone {
+        /// The lookup.
+        id: LookupId,
+        /// Its key.
+        key: Id,
+        /// The root of the key.
+        root: NodeHandle<A>,
+        /// Overlay hops the lookup took.
+        hops: u8,
+    },
+    /// A lookup of ours got no answer after `lookup_retries` retries.
+    LookupFailed {
+        /// The lookup.
+        id: LookupId,
+        /// Its key.
+        key: Id,
+    },
     /// Every leaf-set member failed: the node may be cut off from the overlay, so it stops
     /// delivering and joins again through a node it still knows (or the bootstrap address it
     /// joined through). [`Event::Active`] follows when that succeeds; if every attempt fails,
     /// the node carries on alone and reports [`Event::Active`] as well.
     Rejoining,
+}
+
+/// Names a lookup: the node that asked and its lookup counter. Retries keep the id.
+///
+/// ```
+/// use pastry_core::{Id, LookupId};
+/// let id = LookupId { origin: Id::new(1), seq: 7 };
+/// assert_eq!(id.seq, 7);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LookupId {
+    /// The node that asked.
+    pub origin: Id,
+    /// Its lookup counter.
+    pub seq: u32,
 }
 
 /// Errors of the application-facing calls.
@@ -162,6 +207,9 @@ pub enum RouteError {
     /// The node has neither started a ring nor been asked to join one, or it has left.
     #[error("the node is not part of an overlay")]
     NotJoined,
+    /// Too many lookups await their answers (`max_lookups`).
+    #[error("too many lookups in progress")]
+    Overloaded,
 }
 
 /// Errors of [`Node::join`], [`Node::bootstrap`] and [`Node::register`].
@@ -297,6 +345,7 @@ pub(crate) enum TimerKind<A> {
     Join,
     Hold,
     Leave,
+    Lookup(u32),
     App { slot: usize, token: u64 },
 }
 
@@ -462,6 +511,10 @@ pub(crate) struct Core<A: Address> {
     probes: Map<A, probes::ProbeState<A>>,
     /// Send budgets of addresses that have not answered a probe yet.
     budgets: VecDeque<probes::Budget<A>>,
+    /// Address-validation tokens other nodes gave us, to echo in our next probes to them.
+    tokens: VecDeque<(A, u32)>,
+    /// Key of the tokens this node gives out.
+    secret: (u64, u64),
     /// Joins this node is the bootstrap node of.
     relays: Vec<join::Relay<A>>,
     /// Ids with a leaf-set probe under way (a joining node waits for them).
@@ -480,6 +533,9 @@ pub(crate) struct Core<A: Address> {
     next_fill: Instant,
     /// Application timers armed and not yet fired.
     app_timers: usize,
+    /// Lookups of ours awaiting their answer.
+    lookups: Map<u32, lookup::Pending>,
+    next_lookup: u32,
     /// The address the application gave [`Node::join`], kept for rejoining.
     bootstrap: Option<A>,
     /// The current join is a rejoin after the leaf set emptied through failures.
@@ -517,6 +573,8 @@ impl<A: Address> Node<A> {
             next_msg_seq: 1,
             probes: new_map(),
             budgets: VecDeque::new(),
+            tokens: VecDeque::new(),
+            secret: (0, 0),
             relays: Vec::new(),
             pending_leaf: Vec::new(),
             repair_asked: [None, None],
@@ -532,6 +590,8 @@ impl<A: Address> Node<A> {
             pns_budget: config.maintenance_probes,
             next_fill: now,
             app_timers: 0,
+            lookups: new_map(),
+            next_lookup: 0,
             bootstrap: None,
             rejoining: false,
             counters: Counters::default(),
@@ -542,6 +602,8 @@ impl<A: Address> Node<A> {
         // Message ids start at a random number: a forger cannot know which ids a node will
         // use and get its messages dropped as duplicates ahead of time.
         core.next_msg_seq = (core.random() as u32).max(1);
+        core.next_lookup = core.random() as u32;
+        core.secret = (core.random(), core.random());
         Ok(Node {
             core,
             apps: Vec::new(),
@@ -593,6 +655,29 @@ impl<A: Address> Node<A> {
         let id = self.core.next_message_id();
         self.core
             .route_new(now, &mut self.apps, id, app, key, payload);
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Looks up the root of `key`: the request is routed to the key, and the root (the live
+    /// node numerically closest to it) answers. [`Event::LookupDone`] reports the answer, or
+    /// [`Event::LookupFailed`] after `lookup_retries` retries of `lookup_timeout` each.
+    ///
+    /// ```
+    /// use pastry_core::{Config, Event, Id, Instant, Node};
+    /// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// node.bootstrap(Instant::ZERO).unwrap();
+    /// let id = node.lookup(Instant::ZERO, Id::new(99)).unwrap();
+    /// let done = std::iter::from_fn(|| node.poll_event()).find_map(|e| match e {
+    ///     Event::LookupDone { id: i, root, hops, .. } if i == id => Some((root.id, hops)),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(done, Some((Id::new(5), 0)));
+    /// ```
+    pub fn lookup(&mut self, now: Instant, key: Id) -> Result<LookupId, RouteError> {
+        self.core.check_routable()?;
+        let id = self.core.start_lookup(now, key)?;
+        self.core.send_lookup(now, &mut self.apps, id.seq);
         self.after_input(now);
         Ok(id)
     }
@@ -823,6 +908,8 @@ impl<A: Address> Node<A> {
                 + c.probes.values().map(|p| p.heap_bytes()).sum::<usize>()
                 + c.pending_leaf.capacity() * core::mem::size_of::<Id>(),
             caches: c.seen.heap_bytes()
+                + c.tokens.capacity() * core::mem::size_of::<(A, u32)>()
+                + c.lookups.capacity() * (core::mem::size_of::<(u32, lookup::Pending)>() + 1)
                 + c.verified.capacity() * core::mem::size_of::<A>()
                 + c.dead.capacity() * core::mem::size_of::<(Id, Instant)>()
                 + self.apps.capacity() * core::mem::size_of::<AppSlot<A>>(),
@@ -933,6 +1020,7 @@ impl<A: Address> Core<A> {
             TimerKind::Leave => {
                 matches!(self.phase, Phase::Leaving { deadline } if deadline == t.at)
             }
+            TimerKind::Lookup(seq) => self.lookups.get(seq).is_some_and(|l| l.deadline == t.at),
             TimerKind::App { .. } => true,
         }
     }
@@ -1042,6 +1130,7 @@ impl<A: Address> Core<A> {
         match d.message {
             Message::Probe {
                 nonce,
+                token,
                 leaf,
                 failed,
                 ..
@@ -1050,12 +1139,14 @@ impl<A: Address> Core<A> {
                 sender,
                 probes::Probe {
                     nonce,
+                    token,
                     leaf,
                     failed,
                 },
                 apps,
             ),
-            Message::ProbeReply { nonce, leaf } => {
+            Message::ProbeReply { nonce, token, leaf } => {
+                self.remember_token(&sender.addr, token);
                 self.on_probe_reply(now, sender, nonce, leaf, apps)
             }
             Message::Heartbeat { leaf } => self.on_heartbeat(now, sender, leaf, apps),
@@ -1107,6 +1198,7 @@ impl<A: Address> Core<A> {
             TimerKind::Join => self.on_join_timer(now, t.at, apps),
             TimerKind::Hold => self.on_hold_timer(now, t.at),
             TimerKind::Leave => self.on_leave_timer(now, t.at),
+            TimerKind::Lookup(seq) => self.on_lookup_timer(now, t.at, seq, apps),
             TimerKind::App { slot, token } => {
                 self.app_timers = self.app_timers.saturating_sub(1);
                 if let Some(s) = apps.get_mut(slot) {
@@ -1155,6 +1247,9 @@ impl<A: Address> Core<A> {
         if self.probes.len() > self.cfg.max_probes {
             return Err("probes over bound");
         }
+        if self.lookups.len() > self.cfg.max_lookups {
+            return Err("lookups over bound");
+        }
         if self.verified.len() > VERIFIED_CACHE || self.dead.len() > DEAD_MEMORY {
             return Err("cache over bound");
         }
@@ -1183,7 +1278,7 @@ impl<A: Address> Core<A> {
     /// Timers that may legitimately be pending: one per message in flight, probe and
     /// application timer, plus the periodic ones.
     fn timer_floor(&self) -> usize {
-        self.in_flight.len() + self.probes.len() + self.app_timers + 8
+        self.in_flight.len() + self.probes.len() + self.lookups.len() + self.app_timers + 8
     }
 }
 

@@ -46,9 +46,13 @@ pub(crate) const PLAIN_PROBE_LEN: usize = wire::HEADER_LEN + 4 + 1 + 1 + 2;
 /// Unverified addresses whose budget is tracked.
 pub(crate) const AMP_ENTRIES: usize = 64;
 
+/// Address-validation tokens remembered per node.
+const TOKENS: usize = 64;
+
 /// A probe as received.
 pub(crate) struct Probe<A> {
     pub(crate) nonce: u32,
+    pub(crate) token: u32,
     pub(crate) leaf: Option<LeafSetMsg<A>>,
     pub(crate) failed: Vec<Id>,
 }
@@ -100,8 +104,9 @@ impl<A: Address> Core<A> {
     /// an amplification risk). `id` is the node we believe is there, if known.
     pub(crate) fn is_verified(&self, id: Option<Id>, addr: &A) -> bool {
         let known = |p: &Peer<A>| p.is_verified() && &p.handle.addr == addr;
+        // The table lookup is a direct index; the leaf set a short scan; the cache last.
         id.is_some_and(|id| {
-            self.leaf.get(id).is_some_and(known) || self.table.find(id).is_some_and(known)
+            self.table.find(id).is_some_and(known) || self.leaf.get(id).is_some_and(known)
         }) || self.verified.contains(addr)
     }
 
@@ -120,6 +125,40 @@ impl<A: Address> Core<A> {
             }
             self.verified.push_back(addr.clone());
         }
+    }
+
+    /// The token this node gives `addr` (for the node `id`): a keyed hash, so that only a node
+    /// that received our reply at that address can echo it.
+    fn token_for(&self, id: Id, addr: &A) -> u32 {
+        use core::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+        let mut buf = Vec::with_capacity(16 + A::MAX_ENCODED_LEN);
+        buf.extend_from_slice(&id.to_bytes());
+        addr.encode(&mut buf);
+        h.write(&buf);
+        (h.finish() as u32).max(1)
+    }
+
+    /// Keeps a token another node gave us, to echo in our next probe of it.
+    pub(crate) fn remember_token(&mut self, addr: &A, token: u32) {
+        if token == 0 {
+            return;
+        }
+        if let Some(t) = self.tokens.iter_mut().find(|(a, _)| a == addr) {
+            t.1 = token;
+            return;
+        }
+        if self.tokens.len() >= TOKENS {
+            self.tokens.pop_front();
+        }
+        self.tokens.push_back((addr.clone(), token));
+    }
+
+    fn token_of(&self, addr: &A) -> u32 {
+        self.tokens
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map_or(0, |(_, t)| *t)
     }
 
     /// Credits the budget of an unverified address with a datagram received from it.
@@ -328,7 +367,8 @@ impl<A: Address> Core<A> {
         };
         let verified = self.is_verified(p.id, addr);
         let with_leaf = p.purpose & P_LEAF != 0 && verified;
-        let bytes = self.probe_bytes(p.nonce, with_leaf, &p.failed);
+        let token = self.token_of(addr);
+        let bytes = self.probe_bytes(p.nonce, token, with_leaf, &p.failed);
         let exempt = p.exempt && !with_leaf;
         if let Some(p) = self.probes.get_mut(addr) {
             p.sent_leaf = with_leaf;
@@ -340,12 +380,13 @@ impl<A: Address> Core<A> {
         }
     }
 
-    fn probe_bytes(&self, nonce: u32, with_leaf: bool, failed: &[Id]) -> Vec<u8> {
+    fn probe_bytes(&self, nonce: u32, token: u32, with_leaf: bool, failed: &[Id]) -> Vec<u8> {
         let max = self.cfg.max_datagram_size;
         let leaf = with_leaf.then(|| self.leaf_msg(None, max));
         let mut failed: Vec<Id> = failed.to_vec();
         let base = |leaf: &Option<LeafSetMsg<A>>, failed: &[Id]| {
             wire::HEADER_LEN
+                + 4
                 + 4
                 + 1
                 + leaf.as_ref().map_or(0, wire::leaf_len)
@@ -365,6 +406,7 @@ impl<A: Address> Core<A> {
         };
         self.encode(Message::Probe {
             nonce,
+            token,
             leaf,
             failed,
             padding,
@@ -412,10 +454,16 @@ impl<A: Address> Core<A> {
     ) {
         let Probe {
             nonce,
+            token,
             leaf,
             failed,
         } = probe;
-        let verified = self.is_verified(Some(sender.id), &sender.addr);
+        let mut verified = self.is_verified(Some(sender.id), &sender.addr);
+        if !verified && token != 0 && token == self.token_for(sender.id, &sender.addr) {
+            // It echoed the token we gave that address: it receives there.
+            self.remember_verified(sender.id, &sender.addr);
+            verified = true;
+        }
         let budget = self.budget_left(Some(sender.id), &sender.addr);
         // A leaf-set probe is answered with our leaf set, which confirms that we took the
         // sender in, only once its address is verified; until then a plain reply, and a probe
@@ -430,6 +478,11 @@ impl<A: Address> Core<A> {
         });
         let reply = self.encode(Message::ProbeReply {
             nonce,
+            token: if verified {
+                0
+            } else {
+                self.token_for(sender.id, &sender.addr)
+            },
             leaf: reply_leaf,
         });
         self.send_budgeted(Some(sender.id), &sender.addr, reply, true);
@@ -448,11 +501,9 @@ impl<A: Address> Core<A> {
                     self.consider_leaf(now, h);
                 }
             }
-            Some(_) => {
-                if self.leaf.contains(sender.id) || self.leaf.would_accept(sender.id) {
-                    self.probe(now, &sender, P_VERIFY, &[], false);
-                }
-            }
+            // Not verified: the plain reply carries a token; a leaf-set probe that echoes it
+            // is taken.
+            Some(_) => {}
             None => self.consider_table(now, &sender, false, false),
         }
         if verified {

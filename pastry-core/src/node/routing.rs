@@ -245,6 +245,16 @@ impl<A: Address> Core<A> {
                 rows,
                 leaf,
             } => self.deliver_join_state(now, &msg.origin, &joiner, tag, rows, leaf),
+            RouteBody::Lookup { lookup } => {
+                self.counters.delivered += 1;
+                self.serve_lookup(now, apps, msg.origin, msg.key, lookup, msg.hops)
+            }
+            RouteBody::LookupReply {
+                lookup,
+                key,
+                root,
+                hops,
+            } => self.lookup_reply_delivered(msg.key, lookup, key, root, hops),
             RouteBody::App { app, payload } => {
                 self.counters.delivered += 1;
                 let view = RouteMessage {
@@ -405,10 +415,7 @@ impl<A: Address> Core<A> {
             return;
         };
         let (bytes, control) = match &f.kind {
-            FlightKind::Route { msg, .. } => (
-                encode_route(self.me.id, msg),
-                !matches!(msg.body, RouteBody::App { .. }),
-            ),
+            FlightKind::Route { msg, .. } => (encode_route(self.me.id, msg), msg.body.is_control()),
             FlightKind::Direct { id, app, payload } => (
                 self.encode(Message::Direct {
                     seq,
