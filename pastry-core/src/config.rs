@@ -21,7 +21,8 @@ pub struct Config {
     pub b: u8,
     /// Leaf-set size L: the L/2 numerically closest nodes on each side. Even, 2..=64.
     pub leaf_set_size: usize,
-    /// How often a node sends a heartbeat (carrying its leaf set) to its two ring neighbours.
+    /// How often a node sends a heartbeat (carrying its leaf set) to its counter-clockwise ring
+    /// neighbour; silence from the clockwise neighbour for `failure_timeout` makes it a suspect.
     pub heartbeat_period: Duration,
     /// Silence from a ring neighbour longer than this makes it a suspect, to be probed.
     pub failure_timeout: Duration,
@@ -70,12 +71,12 @@ impl Default for Config {
             leaf_set_size: 16,
             heartbeat_period: Duration::from_secs(30),
             failure_timeout: Duration::from_secs(40),
-            probe_retries: 3,
+            probe_retries: 2,
             maintenance_period: Duration::from_secs(600),
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(100),
             rto_max: Duration::from_secs(5),
-            max_retransmits: 3,
+            max_retransmits: 2,
             max_datagram_size: 1400,
             hold_timeout: Duration::from_secs(30),
             join_timeout: Duration::from_secs(5),

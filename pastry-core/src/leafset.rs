@@ -27,6 +27,28 @@ pub enum Side {
     Ccw,
 }
 
+fn hole_index(side: Side) -> usize {
+    match side {
+        Side::Cw => 0,
+        Side::Ccw => 1,
+    }
+}
+
+impl Side {
+    /// The other side.
+    ///
+    /// ```
+    /// use pastry_core::Side;
+    /// assert_eq!(Side::Cw.opposite(), Side::Ccw);
+    /// ```
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Cw => Side::Ccw,
+            Side::Ccw => Side::Cw,
+        }
+    }
+}
+
 type Half<A> = SmallVec<[LeafEntry<A>; 8]>;
 
 /// The leaf set of a node: up to L/2 closest known nodes on each side, each side ordered from
@@ -48,6 +70,11 @@ pub struct LeafSet<A> {
     half: usize,
     cw: Half<A>,
     ccw: Half<A>,
+    /// Per side (cw, ccw): the side was full and lost a member that failed or left. Until it
+    /// is full again it takes only nodes from its own half of the ring: a ring that filled a
+    /// side is larger than the leaf set, so the nodes "nearest" going the long way round are
+    /// not neighbours, however few the side holds for now.
+    holes: [bool; 2],
 }
 
 /// What inserting a node changed.
@@ -67,6 +94,7 @@ impl<A: Clone + PartialEq> LeafSet<A> {
             half: size / 2,
             cw: SmallVec::new(),
             ccw: SmallVec::new(),
+            holes: [false; 2],
         }
     }
 
@@ -211,7 +239,10 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         let d = self.dist(side, id);
         let entries = self.side(side);
         let pos = entries.partition_point(|e| self.dist(side, e.peer.id()) < d);
-        (pos < self.half).then_some(pos)
+        if pos >= self.half || self.holes[hole_index(side)] && d > self.dist(side.opposite(), id) {
+            return None;
+        }
+        Some(pos)
     }
 
     /// Whether a node with this id would enter the leaf set if inserted now.
@@ -270,6 +301,11 @@ impl<A: Clone + PartialEq> LeafSet<A> {
                 }
             }
         }
+        for side in [Side::Cw, Side::Ccw] {
+            if self.side(side).len() >= self.half {
+                self.holes[hole_index(side)] = false;
+            }
+        }
         out.added = !was_member && self.contains(id);
         for p in evicted {
             if !self.contains(p.id()) && !out.displaced.iter().any(|d| d.id() == p.id()) {
@@ -277,6 +313,23 @@ impl<A: Clone + PartialEq> LeafSet<A> {
             }
         }
         out
+    }
+
+    /// Removes a member that failed or left. A side it leaves short after being full keeps
+    /// to its own half of the ring until it is full again (see [`LeafSet`]'s holes); once
+    /// fewer than L/2 nodes are known at all, the ring is small and the sides may wrap again.
+    pub(crate) fn remove_departed(&mut self, id: Id) -> Option<Peer<A>> {
+        for side in [Side::Cw, Side::Ccw] {
+            let entries = self.side(side);
+            if entries.len() >= self.half && entries.iter().any(|e| e.peer.id() == id) {
+                self.holes[hole_index(side)] = true;
+            }
+        }
+        let removed = self.remove(id);
+        if self.len() < self.half {
+            self.holes = [false; 2];
+        }
+        removed
     }
 
     /// Removes a member from both sides.

@@ -332,13 +332,14 @@ fn arb_message() -> impl Strategy<Value = Message<SocketAddr>> {
                 failed: failed.into_iter().map(Id::new).collect(),
                 padding,
             }),
-        (any::<u32>(), prop::option::of(arb_leaf())).prop_map(|(nonce, leaf)| {
-            Message::ProbeReply {
+        (any::<u32>(), prop::option::of(arb_leaf()), any::<bool>()).prop_map(
+            |(nonce, leaf, active)| Message::ProbeReply {
                 nonce,
                 token: nonce ^ 1,
                 leaf,
+                active,
             }
-        }),
+        ),
         arb_leaf().prop_map(|leaf| Message::Heartbeat { leaf }),
         route,
         any::<u32>().prop_map(|seq| Message::Ack { seq }),

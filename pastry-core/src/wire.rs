@@ -47,6 +47,8 @@ const BODY_LOOKUP: u8 = 3;
 const BODY_LOOKUP_REPLY: u8 = 4;
 
 const PROBE_HAS_LEAF: u8 = 1;
+/// In a probe reply: the replier is an active member (it may be used as a routing-table entry).
+const PROBE_ACTIVE: u8 = 2;
 
 /// Why bytes were not accepted as a datagram.
 /// ```
@@ -247,6 +249,9 @@ pub enum Message<A> {
         token: u32,
         /// The replier's leaf set, when the probe carried one.
         leaf: Option<LeafSetMsg<A>>,
+        /// Whether the replier is active. Joining nodes answer probes too, but must not enter
+        /// routing tables: messages routed through a node that is not active wait there.
+        active: bool,
     },
     /// Periodic heartbeat to the two ring neighbours, carrying the sender's leaf set.
     Heartbeat {
@@ -639,10 +644,17 @@ impl<A: Address> Datagram<A> {
                 }
                 put_padding(out, *padding);
             }
-            Message::ProbeReply { nonce, token, leaf } => {
+            Message::ProbeReply {
+                nonce,
+                token,
+                leaf,
+                active,
+            } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(&token.to_be_bytes());
-                out.push(if leaf.is_some() { PROBE_HAS_LEAF } else { 0 });
+                let flags = if leaf.is_some() { PROBE_HAS_LEAF } else { 0 }
+                    | if *active { PROBE_ACTIVE } else { 0 };
+                out.push(flags);
                 if let Some(l) = leaf {
                     put_leaf(out, l);
                 }
@@ -748,7 +760,7 @@ impl<A: Address> Datagram<A> {
                 let nonce = r.u32()?;
                 let token = r.u32()?;
                 let flags = r.u8()?;
-                if flags & !PROBE_HAS_LEAF != 0 {
+                if flags & !(PROBE_HAS_LEAF | PROBE_ACTIVE) != 0 {
                     return Err(DecodeError::Invalid("probe flags"));
                 }
                 let leaf = if flags & PROBE_HAS_LEAF != 0 {
@@ -756,7 +768,12 @@ impl<A: Address> Datagram<A> {
                 } else {
                     None
                 };
-                Message::ProbeReply { nonce, token, leaf }
+                Message::ProbeReply {
+                    nonce,
+                    token,
+                    leaf,
+                    active: flags & PROBE_ACTIVE != 0,
+                }
             }
             T_HEARTBEAT => Message::Heartbeat { leaf: r.leaf()? },
             T_ROUTE => {
@@ -941,11 +958,13 @@ mod tests {
                 nonce: 7,
                 token: 3,
                 leaf: Some(leaf.clone()),
+                active: true,
             },
             Message::ProbeReply {
                 nonce: 7,
                 token: 3,
                 leaf: None,
+                active: false,
             },
             Message::Heartbeat { leaf: leaf.clone() },
             Message::Route(RouteMsg {

@@ -485,6 +485,7 @@ pub fn run_node(input: &NodeInput) {
                         nonce,
                         token: 0,
                         leaf,
+                        active: true,
                     },
                 )
                 .to_bytes();

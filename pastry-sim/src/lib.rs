@@ -8,15 +8,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod churn;
 pub mod fuzzing;
 mod net;
 mod oracle;
+pub mod plot;
+mod queue;
+pub mod report;
+mod scenario;
 mod topology;
 
 pub use net::{
     Addr, Delivery, LOOKUP_APP, Lookup, LookupStats, NetConfig, Network, NodeState, Totals,
 };
 pub use oracle::Oracle;
+pub use report::Report;
+pub use scenario::{Progress, Scenario, ScenarioError};
 pub use topology::{Point, Topology, TopologyKind};
 
 /// The README's code examples, compiled and run as doctests so that they stay true.

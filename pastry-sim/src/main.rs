@@ -1,21 +1,25 @@
-//! `pastry-sim`: builds an overlay of real `pastry-core` nodes on virtual time, routes
-//! lookups through it and reports what happened.
+//! `pastry-sim`: builds a ring of real `pastry-core` nodes on virtual time, runs lookups with
+//! optional churn, failure and loss, and reports what papers report.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant as WallClock};
+use std::time::Duration;
 
 use clap::Parser;
-use pastry_core::Config;
-use pastry_sim::{NetConfig, Network};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pastry_sim::{Progress, Scenario, TopologyKind};
 
-/// Build a Pastry ring in the simulator, route lookups, print hops and correctness.
+/// Simulate a Pastry overlay of real pastry-core nodes and report hops, correctness, route
+/// delay penalty, control traffic, state and speed.
+///
+/// With no arguments: a 1,000-node ring on the sphere topology routes 10,000 lookups.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Args {
-    /// Nodes in the ring; they join one after another through random members.
+    /// Nodes in the ring (and the population churn keeps on average).
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
-    /// Lookups for random keys from random nodes.
+    /// Lookups for random keys from random active nodes (when no --lookup-rate is given).
     #[arg(long, default_value_t = 10_000)]
     lookups: usize,
     /// Seed of every random choice.
@@ -27,88 +31,164 @@ struct Args {
     /// Leaf-set size L (even, 2..=64).
     #[arg(long = "leaf-set", default_value_t = 16)]
     leaf_set: usize,
+    /// Where nodes sit: plane, sphere or transit-stub.
+    #[arg(long, default_value_t = TopologyKind::Sphere)]
+    topology: TopologyKind,
+    /// Probability that a datagram is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Churn: median session time in seconds (exponential sessions; arrivals keep the
+    /// population steady on average). Departures are silent failures.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    session_median: Option<Duration>,
+    /// Mass failure: the fraction of active nodes that fail silently at --fail-at.
+    #[arg(long, default_value_t = 0.0)]
+    fail_fraction: f64,
+    /// Mass failure: when, in seconds after the ring is built (default: a third into the run).
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    fail_at: Option<Duration>,
+    /// Simulated seconds of the measured run (default: fits the workload).
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    duration: Option<Duration>,
+    /// Lookups per node per second during the run (Poisson), instead of a fixed number.
+    #[arg(long, value_name = "R")]
+    lookup_rate: Option<f64>,
+    /// Width of the time-series buckets in seconds (default: a sixtieth of the run).
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    interval: Option<Duration>,
+    /// Simulated seconds between the build and the measured run.
+    #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "30")]
+    settle: Duration,
+    /// Largest number of nodes that join at once while the ring is built.
+    #[arg(long, default_value_t = 4096)]
+    wave: usize,
+    /// Period of routing-table maintenance (proximity refresh), in seconds.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    maintenance_period: Option<Duration>,
+    /// New routing-table candidates a node may probe per maintenance round.
+    #[arg(long, value_name = "N")]
+    maintenance_probes: Option<usize>,
+    /// Period of leaf-set heartbeats, in seconds.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    heartbeat_period: Option<Duration>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Write SVG plots into this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
+    /// Exit with status 1 when any lookup was incorrect or lost.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+        return Err(format!("{s} is not a duration in seconds (0 to 1e9)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn scenario(args: &Args) -> Scenario {
+    let mut s = Scenario::new(args.nodes, args.seed);
+    s.lookups = args.lookups;
+    s.node.b = args.b;
+    s.node.leaf_set_size = args.leaf_set;
+    if let Some(p) = args.maintenance_period {
+        s.node.maintenance_period = p;
+    }
+    if let Some(n) = args.maintenance_probes {
+        s.node.maintenance_probes = n;
+    }
+    if let Some(p) = args.heartbeat_period {
+        s.node.heartbeat_period = p;
+        s.node.failure_timeout = s.node.failure_timeout.max(p + p / 3);
+    }
+    s.topology = args.topology;
+    s.loss = args.loss;
+    s.session_median = args.session_median;
+    s.fail_fraction = args.fail_fraction;
+    s.fail_at = args.fail_at;
+    s.duration = args.duration;
+    s.lookup_rate = args.lookup_rate;
+    s.interval = args.interval;
+    s.settle = args.settle;
+    s.max_wave = args.wave;
+    s
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut node = Config::default();
-    node.b = args.b;
-    node.leaf_set_size = args.leaf_set;
-    if let Err(e) = node.validate_for(4) {
+    let s = scenario(&args);
+    if let Err(e) = s.validate() {
         eprintln!("pastry-sim: {e}");
         return ExitCode::from(2);
     }
-    if args.nodes == 0 {
-        eprintln!("pastry-sim: --nodes must be at least 1");
+    if let Some(dir) = &args.plot
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("pastry-sim: cannot create {}: {e}", dir.display());
         return ExitCode::from(2);
     }
-    let mut cfg = NetConfig::with_seed(args.seed);
-    cfg.node = node;
-    let wall = WallClock::now();
-    let mut net = Network::new(cfg);
-    if let Err(e) = net.grow(args.nodes, Duration::from_secs(300)) {
-        eprintln!("pastry-sim: the ring did not form: {e}");
-        return ExitCode::FAILURE;
-    }
-    let built = wall.elapsed();
-    let sim_built = net.now();
-    for _ in 0..args.lookups {
-        net.random_lookup();
-        net.run_for(Duration::from_millis(1));
-    }
-    net.run_for(Duration::from_secs(60));
-    let s = net.lookup_stats();
-    let active = net.active_addrs();
-    let per_node = |f: &dyn Fn(&pastry_core::Node<u32>) -> usize| {
-        active
-            .iter()
-            .map(|a| f(net.node(*a).expect("active")))
-            .sum::<usize>() as f64
-            / active.len().max(1) as f64
+
+    let bar = ProgressBar::with_draw_target(Some(s.nodes as u64), ProgressDrawTarget::stderr());
+    let style =
+        |template: &str| ProgressStyle::with_template(template).expect("a valid progress template");
+    bar.set_style(style(
+        "{prefix:>9} [{bar:40}] {pos}/{len} {msg} ({elapsed})",
+    ));
+    bar.set_prefix("building");
+    let mut phase = 0;
+    let report = s.run(&mut |p| match p {
+        Progress::Building { started, .. } => bar.set_position(started as u64),
+        Progress::Measuring { elapsed, total } => {
+            if phase == 0 {
+                phase = 1;
+                bar.set_prefix("running");
+                bar.set_length(total.as_secs());
+                bar.set_position(0);
+                bar.set_message("simulated s");
+            }
+            bar.set_position(elapsed.as_secs());
+        }
+        Progress::Draining => {
+            bar.set_prefix("draining");
+            bar.set_message("");
+        }
+    });
+    bar.finish_and_clear();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pastry-sim: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let total: u64 = s.hops.iter().sum();
-    println!(
-        "pastry-sim: {} nodes (b = {}, L = {}), seed {}",
-        args.nodes, args.b, args.leaf_set, args.seed
-    );
-    println!(
-        "  ring built in {:.2} s wall, {:.1} s simulated; {} leaf sets differ from the oracle's",
-        built.as_secs_f64(),
-        sim_built.as_micros() as f64 / 1e6,
-        net.leaf_set_errors().len()
-    );
-    println!(
-        "  lookups: {} sent, {} delivered, {} correct, {} incorrect, {} lost",
-        s.sent,
-        s.delivered,
-        s.correct,
-        s.incorrect,
-        s.lost()
-    );
-    println!(
-        "  hops: mean {:.3} (log_{} N = {:.3}), max {}",
-        s.mean_hops(),
-        1u32 << args.b,
-        (args.nodes as f64).ln() / f64::from(1u32 << args.b).ln(),
-        s.max_hops()
-    );
-    for (h, c) in s.hops.iter().enumerate() {
-        println!(
-            "    {h} hops: {:>6.2}%  ({c})",
-            100.0 * *c as f64 / total.max(1) as f64
-        );
+    println!("{report}");
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("pastry-sim: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
-    println!(
-        "  state: {:.0} bytes per node, {:.1} routing-table entries per node",
-        per_node(&|n| n.state_bytes()),
-        per_node(&|n| n.routing_table().len())
-    );
-    println!(
-        "  {} simulated events in {:.2} s wall",
-        net.events_processed(),
-        wall.elapsed().as_secs_f64()
-    );
-    if s.incorrect > 0 || s.lost() > 0 {
+    if let Some(dir) = &args.plot {
+        match pastry_sim::plot::write_all(&report, dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("  plot: {}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("pastry-sim: cannot write plots to {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if args.strict && (report.incorrect > 0 || report.lost > 0) {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -1,6 +1,6 @@
 //! The network: real `pastry-core` nodes in one process on virtual time.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pastry_core::{Config, Counters, Event, Id, Instant, LookupId, Node, RouteFailure};
@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::oracle::Oracle;
+use crate::queue::EventQueue;
 use crate::topology::{Point, Topology, TopologyKind};
 
 /// Node addresses in the simulator: the index of the node's slot.
@@ -86,18 +87,9 @@ enum Kind {
     },
 }
 
-/// A queued event: (time, sequence) packed into one key, earliest first, and the index of its
-/// payload in the network's slab (small entries keep the heap's sifting cheap).
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Queued {
-    key: std::cmp::Reverse<u128>,
-    slot: u32,
-}
-
-impl Queued {
-    fn at(&self) -> Instant {
-        Instant::from_micros((self.key.0 >> 64) as u64)
-    }
+/// The time of a queue key: (time in microseconds, sequence) packed into one `u128`.
+fn key_time(key: u128) -> Instant {
+    Instant::from_micros((key >> 64) as u64)
 }
 
 /// One lookup the network issued.
@@ -242,7 +234,7 @@ impl Totals {
 pub struct Network {
     cfg: NetConfig,
     now: Instant,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue,
     seq: u64,
     slots: Vec<Slot>,
     rng: ChaCha8Rng,
@@ -256,6 +248,7 @@ pub struct Network {
     datagrams: u64,
     dropped: u64,
     trace: bool,
+    trace_only: Option<Addr>,
     outside: HashMap<Addr, (u64, u64)>,
     /// Payloads of queued events, and the free slots among them.
     payloads: Vec<Option<Kind>>,
@@ -265,6 +258,10 @@ pub struct Network {
     retired: Totals,
     out_buf: Vec<pastry_core::Transmit<Addr>>,
     event_buf: Vec<Event<Addr>>,
+    /// Active nodes, in no order, for O(1) random choice; `active_pos[addr]` is the node's
+    /// index in it (or `u32::MAX`).
+    active: Vec<Addr>,
+    active_pos: Vec<u32>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -285,7 +282,7 @@ impl Network {
         Network {
             cfg,
             now: Instant::ZERO,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             seq: 0,
             slots: Vec::new(),
             rng,
@@ -299,6 +296,7 @@ impl Network {
             datagrams: 0,
             dropped: 0,
             trace: false,
+            trace_only: None,
             outside: HashMap::new(),
             payloads: Vec::new(),
             free: Vec::new(),
@@ -307,12 +305,20 @@ impl Network {
             retired: Totals::default(),
             out_buf: Vec::new(),
             event_buf: Vec::new(),
+            active: Vec::new(),
+            active_pos: Vec::new(),
         }
     }
 
     /// Prints every datagram delivered (decoded) and every node event to stderr.
     pub fn set_trace(&mut self, on: bool) {
         self.trace = on;
+    }
+
+    /// Like [`Network::set_trace`], but only what one node sends, receives and reports.
+    pub fn set_trace_node(&mut self, addr: Option<Addr>) {
+        self.trace = addr.is_some();
+        self.trace_only = addr;
     }
 
     /// The current simulated time.
@@ -369,6 +375,7 @@ impl Network {
             joined_at: None,
             active_at: None,
         });
+        self.active_pos.push(u32::MAX);
         addr
     }
 
@@ -398,17 +405,34 @@ impl Network {
 
     /// A random active node, if any.
     pub fn random_active(&mut self) -> Option<Addr> {
-        if self.oracle.is_empty() {
+        if self.active.is_empty() {
             return None;
         }
-        for _ in 0..64 {
-            let a = self.random_below(self.slots.len()) as Addr;
-            if self.slots[a as usize].state == NodeState::Active {
-                return Some(a);
+        let i = self.random_below(self.active.len());
+        Some(self.active[i])
+    }
+
+    /// Number of active nodes.
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Marks a node active or not: the oracle and the list of active nodes follow.
+    fn set_active(&mut self, addr: Addr, active: bool) {
+        let pos = self.active_pos[addr as usize];
+        let id = self.slots[addr as usize].id;
+        if active && pos == u32::MAX {
+            self.active_pos[addr as usize] = self.active.len() as u32;
+            self.active.push(addr);
+            self.oracle.insert(id);
+        } else if !active && pos != u32::MAX {
+            self.active.swap_remove(pos as usize);
+            if let Some(&moved) = self.active.get(pos as usize) {
+                self.active_pos[moved as usize] = pos;
             }
+            self.active_pos[addr as usize] = u32::MAX;
+            self.oracle.remove(id);
         }
-        let active = self.active_addrs();
-        (!active.is_empty()).then(|| active[self.random_below(active.len())])
     }
 
     /// Of `samples` random active nodes, the nearest to `addr`: a bootstrap node for a join
@@ -416,9 +440,7 @@ impl Network {
     pub fn nearby_active(&mut self, addr: Addr, samples: usize) -> Option<Addr> {
         let mut best: Option<(Duration, Addr)> = None;
         for _ in 0..samples {
-            let Some(a) = self.random_active() else {
-                return None;
-            };
+            let a = self.random_active()?;
             let d = self.latency(addr, a);
             if best.is_none_or(|(bd, _)| d < bd) {
                 best = Some((d, a));
@@ -470,7 +492,7 @@ impl Network {
             for _ in 0..wave {
                 let id = self.random_id();
                 let a = self.spawn(id);
-                match self.nearby_active(a, 16) {
+                match self.nearby_active(a, 256) {
                     Some(via) => self.join(a, via),
                     None => self.bootstrap(a),
                 }
@@ -500,9 +522,8 @@ impl Network {
     /// Kills a node without warning.
     pub fn kill(&mut self, addr: Addr) {
         self.retire(addr);
-        let slot = &mut self.slots[addr as usize];
-        slot.state = NodeState::Dead;
-        self.oracle.remove(slot.id);
+        self.slots[addr as usize].state = NodeState::Dead;
+        self.set_active(addr, false);
     }
 
     /// Makes a node leave gracefully; it stops being a root at once.
@@ -512,7 +533,7 @@ impl Network {
         if let Some(node) = slot.node.as_mut() {
             node.leave(now);
             slot.state = NodeState::Leaving;
-            self.oracle.remove(slot.id);
+            self.set_active(addr, false);
         }
         self.drain(addr);
     }
@@ -604,11 +625,11 @@ impl Network {
         0..self.slots.len() as Addr
     }
 
-    /// Addresses of active nodes.
+    /// Addresses of active nodes, in increasing order.
     pub fn active_addrs(&self) -> Vec<Addr> {
-        self.addrs()
-            .filter(|a| self.state(*a) == NodeState::Active)
-            .collect()
+        let mut v = self.active.clone();
+        v.sort_unstable();
+        v
     }
 
     /// When a node started joining and when it became active.
@@ -700,7 +721,7 @@ impl Network {
 
     /// Processes events up to and including time `t`, then sets the clock to `t`.
     pub fn run_until(&mut self, t: Instant) {
-        while self.queue.peek().is_some_and(|q| q.at() <= t) {
+        while self.queue.peek().is_some_and(|k| key_time(k) <= t) {
             self.step();
         }
         self.now = self.now.max(t);
@@ -723,7 +744,7 @@ impl Network {
                 return true;
             }
             match self.queue.peek() {
-                Some(q) if q.at() <= deadline => {
+                Some(k) if key_time(k) <= deadline => {
                     self.step();
                 }
                 _ => {
@@ -736,19 +757,19 @@ impl Network {
 
     /// Processes the next event. Returns false when the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(q) = self.queue.pop() else {
+        let Some((key, slot)) = self.queue.pop() else {
             return false;
         };
-        self.now = q.at();
+        self.now = key_time(key);
         self.events += 1;
         let now = self.now;
-        let kind = self.payloads[q.slot as usize]
+        let kind = self.payloads[slot as usize]
             .take()
             .expect("a queued event has a payload");
-        self.free.push(q.slot);
+        self.free.push(slot);
         match kind {
             Kind::Datagram { to, from, bytes } => {
-                if self.trace {
+                if self.trace && self.trace_only.is_none_or(|a| a == to || a == from) {
                     let d = pastry_core::wire::Datagram::<Addr>::decode(&bytes, usize::MAX);
                     eprintln!("{:?} {from} -> {to}: {d:?}", self.now);
                 }
@@ -798,10 +819,7 @@ impl Network {
             }
         };
         let key = u128::from(at.as_micros()) << 64 | u128::from(self.seq);
-        self.queue.push(Queued {
-            key: std::cmp::Reverse(key),
-            slot,
-        });
+        self.queue.push(key, slot);
     }
 
     /// Collects a node's outputs after an input: datagrams onto the queue, events into the
@@ -889,7 +907,7 @@ impl Network {
 
     fn on_event(&mut self, addr: Addr, e: Event<Addr>) {
         let now = self.now;
-        if self.trace {
+        if self.trace && self.trace_only.is_none_or(|a| a == addr) {
             eprintln!("{now:?} event at {addr}: {e:?}");
         }
         match e {
@@ -897,15 +915,14 @@ impl Network {
                 let slot = &mut self.slots[addr as usize];
                 slot.state = NodeState::Active;
                 slot.active_at = Some(now);
-                self.oracle.insert(slot.id);
+                self.set_active(addr, true);
             }
             Event::JoinFailed => {
                 self.slots[addr as usize].state = NodeState::Idle;
             }
             Event::Rejoining => {
-                let slot = &mut self.slots[addr as usize];
-                slot.state = NodeState::Joining;
-                self.oracle.remove(slot.id);
+                self.slots[addr as usize].state = NodeState::Joining;
+                self.set_active(addr, false);
             }
             Event::Left => {
                 self.retire(addr);
@@ -1011,6 +1028,27 @@ impl Network {
                 have_cw != cw || have_ccw != ccw
             })
             .collect()
+    }
+
+    /// Routing-table entries of active nodes that name a node which no longer runs (dead, or
+    /// departed): what lazy repair and maintenance have yet to clear.
+    pub fn stale_table_entries(&self) -> usize {
+        self.active
+            .iter()
+            .map(|a| {
+                let node = self.slots[*a as usize]
+                    .node
+                    .as_ref()
+                    .expect("active nodes run");
+                node.routing_table()
+                    .entries()
+                    .filter(|p| {
+                        let s = &self.slots[p.handle.addr as usize];
+                        s.node.is_none() || s.id != p.id()
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     /// Live nodes that other nodes declared dead (a failure detector's false positive, caused by

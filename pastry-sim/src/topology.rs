@@ -244,9 +244,8 @@ impl TransitStub {
                 edges.push((a, b, range(20_000, 60_000)));
             }
         }
-        for d in 0..TRANSIT_DOMAINS {
-            for t in 0..TRANSIT_ROUTERS {
-                let gateway = transit[d][t];
+        for domain_routers in &transit {
+            for &gateway in domain_routers.iter().take(TRANSIT_ROUTERS) {
                 for _ in 0..STUBS_PER_TRANSIT {
                     let routers: Vec<usize> = (n..n + STUB_ROUTERS).collect();
                     n += STUB_ROUTERS;

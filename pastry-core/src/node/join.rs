@@ -247,6 +247,19 @@ impl<A: Address> Core<A> {
             self.counters.rejected += 1;
             return;
         }
+        // The root's leaf set must span our id: a root that cannot know our neighbours (a
+        // node that answered from a stale or partial view) would send us probing far away
+        // from our place in the ring. Ignore it; the join timer asks again.
+        let mut roots_view: LeafSet<A> = LeafSet::new(root.id, self.cfg.leaf_set_size);
+        for h in leaf.cw.iter().chain(leaf.ccw.iter()) {
+            if h.id != root.id {
+                roots_view.insert(Peer::new(h.clone()), now);
+            }
+        }
+        if !roots_view.in_range(self.me.id) {
+            self.counters.rejected += 1;
+            return;
+        }
         *replied = true;
         // The leaf set this node should have, as far as the root knows: probe each member.
         let mut view: LeafSet<A> = LeafSet::new(self.me.id, self.cfg.leaf_set_size);
@@ -300,6 +313,7 @@ impl<A: Address> Core<A> {
             self.fail_all_flights();
             self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size);
             self.table = crate::RoutingTable::new(self.me.id, self.cfg.b);
+            self.deferred_table.clear();
             self.event(Event::JoinFailed);
             return;
         }
@@ -391,6 +405,7 @@ impl<A: Address> Core<A> {
         self.maintenance_at = now + mt;
         self.schedule(self.maintenance_at, TimerKind::Maintenance);
         self.retry_held(now, apps);
+        self.reconsider_deferred(now);
     }
 
     // ----- leave -----
@@ -489,7 +504,7 @@ impl<A: Address> Core<A> {
         }
         if in_leaf {
             let sides = self.leaf.sides_of(sender.id);
-            if let Some(peer) = self.leaf.remove(sender.id) {
+            if let Some(peer) = self.leaf.remove_departed(sender.id) {
                 self.leaf_changed(now, apps, peer.handle, LeafChange::Left);
             }
             // The leaver's own leaf set (considered above) holds our replacement for it; ask

@@ -13,7 +13,11 @@ use crate::wire::{self, LeafSetMsg, Message};
 use crate::{Address, Id, Instant, NodeHandle, Peer};
 
 /// Least time between two lazy requests to fill empty routing-table cells.
-const FILL_INTERVAL: core::time::Duration = core::time::Duration::from_secs(10);
+const FILL_INTERVAL: core::time::Duration = core::time::Duration::from_secs(60);
+/// Routing-table candidates a joining node keeps for probing once it is active.
+const MAX_DEFERRED: usize = 64;
+/// Routing-table rows from this one on take candidates without probing them first.
+const LAZY_ROWS: usize = 3;
 
 impl<A: Address> Core<A> {
     // ----- leaf-set views -----
@@ -97,15 +101,16 @@ impl<A: Address> Core<A> {
     /// Removes a node that failed to answer. If we found the failure ourselves (`notify`),
     /// our leaf set hears of it through leaf-set probes that also fetch material for repair;
     /// otherwise we only repair our own holes.
-    pub(crate) fn declare_dead(&mut self, now: Instant, id: Id, notify: bool, apps: &mut Apps<A>) {
+    pub(crate) fn declare_dead(&mut self, now: Instant, id: Id, apps: &mut Apps<A>) {
         let sides = self.leaf.sides_of(id);
-        // The dead node's ring neighbours between them reach every node that held it, so they
-        // pass the news on even when they heard it from someone else.
+        // The dead node's ring neighbours between them reach every node that held it, so only
+        // they pass the news on (even when they heard it from someone else); anyone else who
+        // found it dead repairs its own leaf set and leaves the telling to them.
         let adjacent = [Side::Cw, Side::Ccw]
             .into_iter()
             .any(|s| self.leaf.neighbour(s).is_some_and(|p| p.id() == id));
-        let notify = notify || adjacent;
-        let in_leaf = self.leaf.remove(id);
+        let notify = adjacent;
+        let in_leaf = self.leaf.remove_departed(id);
         let in_table = self
             .table
             .cell_of(id)
@@ -115,9 +120,10 @@ impl<A: Address> Core<A> {
         }
         self.counters.failures_detected += 1;
         self.mark_dead(id, now);
-        if let Some((row, col)) = in_table {
+        if in_table.is_some() {
+            // The cell stays empty until routing needs it (a lazy request for the row) or
+            // the next maintenance round: under churn most cells are never needed before then.
             self.table.remove(id);
-            self.repair_table_cell(now, row, col);
         }
         if let Some(peer) = in_leaf {
             self.leaf_changed(now, apps, peer.handle, LeafChange::Failed);
@@ -189,9 +195,48 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// Whether a node with this id would enter our leaf set. A full side takes it if it is
+    /// nearer than the farthest member. A side with a hole takes it only within the span the
+    /// side still has, unless `extend` (the candidate came from the member we asked to refill
+    /// that side) or the side is empty or the leaf set spans the whole ring: otherwise a node
+    /// that lost a neighbour would take in any node that happened to contact it, from anywhere
+    /// on the ring, and displace it again as its repair brings the true neighbours.
+    pub(crate) fn leaf_fits(&self, id: Id, extend: Option<Side>) -> bool {
+        if id == self.me.id || self.leaf.contains(id) {
+            return false;
+        }
+        let open = !self.is_active() || self.leaf.covers_ring();
+        let own = self.me.id;
+        let half = self.leaf.half();
+        [Side::Cw, Side::Ccw].into_iter().any(|side| {
+            let dist = |x: Id| match side {
+                Side::Cw => own.cw_distance(x),
+                Side::Ccw => x.cw_distance(own),
+            };
+            let n = self.leaf.side_peers(side).len();
+            let far = self.leaf.farthest(side).map(|p| dist(p.id()));
+            match far {
+                None => true,
+                Some(far) if n >= half => dist(id) < far,
+                Some(far) => open || extend == Some(side) || dist(id) <= far,
+            }
+        })
+    }
+
     /// Probes a node a verified node told us of, if it belongs in our leaf set and is not
     /// being probed yet (probes already under way count as if they were members).
     pub(crate) fn consider_leaf(&mut self, now: Instant, h: &NodeHandle<A>) {
+        self.consider_leaf_from(now, h, None);
+    }
+
+    /// [`Core::consider_leaf`] for a candidate named by the member asked to refill a side
+    /// (`extend`: on that side it may lie beyond what the side still spans).
+    pub(crate) fn consider_leaf_from(
+        &mut self,
+        now: Instant,
+        h: &NodeHandle<A>,
+        extend: Option<Side>,
+    ) {
         if h.id == self.me.id || self.leaf.contains(h.id) {
             return;
         }
@@ -204,7 +249,7 @@ impl<A: Address> Core<A> {
         {
             return;
         }
-        if !self.leaf_wants(h.id) || self.recently_dead(h.id, now) || self.awaiting_root() {
+        if !self.leaf_wants(h.id, extend) || self.recently_dead(h.id, now) || self.awaiting_root() {
             return;
         }
         self.probe(now, h, P_LEAF, &[], true);
@@ -212,9 +257,9 @@ impl<A: Address> Core<A> {
 
     /// Whether `id` would be among the L/2 nearest on a side, counting members and nodes
     /// with a leaf-set probe under way.
-    pub(crate) fn leaf_wants(&self, id: Id) -> bool {
+    pub(crate) fn leaf_wants(&self, id: Id, extend: Option<Side>) -> bool {
         // Most candidates are farther than both full sides: no need to count anything.
-        if !self.leaf.would_accept(id) {
+        if !self.leaf_fits(id, extend) {
             return false;
         }
         let own = self.me.id;
@@ -264,16 +309,56 @@ impl<A: Address> Core<A> {
             return;
         };
         let empty = self.table.get(r, c).is_none();
-        if !(empty || improve && self.pns_budget > 0) {
+        let budget = r.min(super::PNS_ROWS - 1);
+        if !(empty || improve && self.pns_budget[budget] > 0) {
             return;
         }
         if self.recently_dead(h.id, now) {
             return;
         }
-        if !empty {
-            self.pns_budget -= 1;
+        if !self.is_active() {
+            // A probe from a joining node cannot put it into the probed node's table (only
+            // active nodes enter tables); wait until we are active, then probe.
+            if exempt {
+                self.defer_table(h);
+            }
+            return;
         }
+        if !empty {
+            self.pns_budget[budget] -= 1;
+        } else if exempt && r >= LAZY_ROWS {
+            // Deep rows have few candidates to choose from and are rarely used: take what a
+            // verified node told us as it is, unverified and unmeasured. Its address is
+            // verified (and its round trip measured) the first time a message goes to it,
+            // and any measured candidate displaces it.
+            self.offer_table(Peer::new(h.clone()));
+            return;
+        }
+
         self.probe(now, h, P_TABLE, &[], exempt);
+    }
+
+    /// Keeps a routing-table candidate to be considered again later: heard of while we were
+    /// joining, or joining itself when it answered us. Bounded; the oldest go first.
+    pub(crate) fn defer_table(&mut self, h: &NodeHandle<A>) {
+        if self.deferred_table.iter().any(|d| d.id == h.id) {
+            return;
+        }
+        if self.deferred_table.len() >= MAX_DEFERRED {
+            self.deferred_table.remove(0);
+        }
+        self.deferred_table.push(h.clone());
+    }
+
+    /// Considers the deferred candidates again (once active: on activation, then with each
+    /// heartbeat, by which time most joining nodes have become active).
+    pub(crate) fn reconsider_deferred(&mut self, now: Instant) {
+        if !self.is_active() {
+            return;
+        }
+        for h in core::mem::take(&mut self.deferred_table) {
+            self.consider_table(now, &h, false, true);
+        }
     }
 
     pub(crate) fn offer_table(&mut self, peer: Peer<A>) {
@@ -293,7 +378,7 @@ impl<A: Address> Core<A> {
         if !self.leaf.contains(sender.id) {
             // It thinks it is our ring neighbour: first-hand news, stronger than our memory of
             // having found it dead. Exchange leaf sets (its heartbeat pays for the probes).
-            if self.leaf.would_accept(sender.id) && !self.probes.contains_key(&sender.addr) {
+            if self.leaf_fits(sender.id, None) && !self.probes.contains_key(&sender.addr) {
                 self.probe(now, &sender, P_LEAF, &[], false);
             }
             return;
@@ -338,31 +423,31 @@ impl<A: Address> Core<A> {
         if !self.is_active() {
             return;
         }
+        // Heartbeats go one way round the ring (as in MSPastry): each node tells its
+        // counter-clockwise neighbour it is alive, and so hears from its clockwise one. The
+        // node that misses a neighbour's heartbeats tells the leaf set, which covers the other
+        // side; half the messages of heartbeats in both directions.
         let msg = self.leaf_msg(None, self.cfg.max_datagram_size);
-        let mut sent: Option<Id> = None;
-        for side in [Side::Cw, Side::Ccw] {
-            let Some(e) = self
-                .leaf
-                .neighbour(side)
-                .and_then(|p| self.leaf.entry(p.id()))
-            else {
-                continue;
-            };
+        if let Some(to) = self.leaf.neighbour(Side::Ccw).map(|p| p.handle.clone()) {
+            let bytes = self.encode(Message::Heartbeat { leaf: msg });
+            self.send_verified(now, &to, bytes, false);
+        }
+        if let Some(e) = self
+            .leaf
+            .neighbour(Side::Cw)
+            .and_then(|p| self.leaf.entry(p.id()))
+        {
             let (handle, silent, suspect) = (
                 e.peer.handle.clone(),
                 now - e.last_heard > self.cfg.failure_timeout,
                 e.peer.is_suspect(),
             );
-            if sent != Some(handle.id) {
-                let bytes = self.encode(Message::Heartbeat { leaf: msg.clone() });
-                self.send_verified(now, &handle, bytes, false);
-                sent = Some(handle.id);
-            }
             if silent && !suspect {
                 self.suspect(now, &handle, false);
             }
         }
         self.repair_asked = [None, None];
+        self.reconsider_deferred(now);
         self.repair_leaf(now, &[Side::Cw, Side::Ccw]);
         self.reprobe_suspects(now);
     }
@@ -376,14 +461,25 @@ impl<A: Address> Core<A> {
         if !self.is_active() {
             return;
         }
-        self.pns_budget = self.cfg.maintenance_probes;
+        self.pns_budget = super::pns_budget(&self.cfg);
         for row in 0..self.table.row_count() {
             let n = self.table.row(row).count();
             if n == 0 {
                 continue;
             }
-            let pick = (self.random() % n as u64) as usize;
-            let h = self.table.row(row).nth(pick).map(|p| p.handle.clone());
+            // Proximity: the nearest entry's row holds nodes near it, hence near us; ask it
+            // on alternate rounds, and a random entry otherwise so that the search does not
+            // settle on one neighbourhood.
+            let r = self.random();
+            let h = if r & 1 == 0 {
+                self.table
+                    .row(row)
+                    .filter(|p| !p.is_suspect())
+                    .min_by_key(|p| p.rtt.srtt_micros_or_max())
+            } else {
+                self.table.row(row).nth(((r >> 1) % n as u64) as usize)
+            }
+            .map(|p| p.handle.clone());
             if let Some(h) = h {
                 self.request_row(now, &h, row);
             }

@@ -493,6 +493,15 @@ pub struct Node<A: Address> {
     apps: Vec<AppSlot<A>>,
 }
 
+/// Rows with a budget of their own for proximity probes.
+pub(crate) const PNS_ROWS: usize = 8;
+
+/// A maintenance round's proximity-probe budget, split evenly over the rows that matter.
+pub(crate) fn pns_budget(config: &Config) -> [u16; PNS_ROWS] {
+    let per_row = u16::try_from(config.maintenance_probes.div_ceil(4)).unwrap_or(u16::MAX);
+    [per_row; PNS_ROWS]
+}
+
 pub(crate) struct Core<A: Address> {
     pub(crate) cfg: Config,
     pub(crate) me: NodeHandle<A>,
@@ -519,6 +528,9 @@ pub(crate) struct Core<A: Address> {
     relays: Vec<join::Relay<A>>,
     /// Ids with a leaf-set probe under way (a joining node waits for them).
     pending_leaf: Vec<Id>,
+    /// Routing-table candidates heard of while joining, probed once we are active (a probe
+    /// from an active node is what lets the probed node take us into its own table).
+    deferred_table: Vec<NodeHandle<A>>,
     /// The member last asked for its leaf set to fill a hole, per side (cw, ccw).
     repair_asked: [Option<Id>; 2],
     held: Vec<routing::Held<A>>,
@@ -528,7 +540,10 @@ pub(crate) struct Core<A: Address> {
     dead: VecDeque<(Id, Instant)>,
     heartbeat_at: Instant,
     maintenance_at: Instant,
-    pns_budget: usize,
+    /// Probes left in this maintenance round for candidates that might be nearer than a
+    /// routing-table entry we have, per row (rows past the last share its budget): each row
+    /// gets its share, so that a long reply for row 0 cannot starve the rows after it.
+    pns_budget: [u16; PNS_ROWS],
     /// Earliest time of the next lazy request to fill an empty routing-table cell.
     next_fill: Instant,
     /// Application timers armed and not yet fired.
@@ -577,6 +592,7 @@ impl<A: Address> Node<A> {
             secret: (0, 0),
             relays: Vec::new(),
             pending_leaf: Vec::new(),
+            deferred_table: Vec::new(),
             repair_asked: [None, None],
             held: Vec::new(),
             hold_timer: None,
@@ -587,7 +603,7 @@ impl<A: Address> Node<A> {
             dead: VecDeque::new(),
             heartbeat_at: now,
             maintenance_at: now,
-            pns_budget: config.maintenance_probes,
+            pns_budget: pns_budget(&config),
             next_fill: now,
             app_timers: 0,
             lookups: new_map(),
@@ -906,7 +922,8 @@ impl<A: Address> Node<A> {
                 + c.budgets.capacity() * core::mem::size_of::<probes::Budget<A>>()
                 + c.relays.capacity() * core::mem::size_of::<join::Relay<A>>()
                 + c.probes.values().map(|p| p.heap_bytes()).sum::<usize>()
-                + c.pending_leaf.capacity() * core::mem::size_of::<Id>(),
+                + c.pending_leaf.capacity() * core::mem::size_of::<Id>()
+                + c.deferred_table.capacity() * core::mem::size_of::<NodeHandle<A>>(),
             caches: c.seen.heap_bytes()
                 + c.tokens.capacity() * core::mem::size_of::<(A, u32)>()
                 + c.lookups.capacity() * (core::mem::size_of::<(u32, lookup::Pending)>() + 1)
@@ -1145,9 +1162,14 @@ impl<A: Address> Core<A> {
                 },
                 apps,
             ),
-            Message::ProbeReply { nonce, token, leaf } => {
+            Message::ProbeReply {
+                nonce,
+                token,
+                leaf,
+                active,
+            } => {
                 self.remember_token(&sender.addr, token);
-                self.on_probe_reply(now, sender, nonce, leaf, apps)
+                self.on_probe_reply(now, sender, nonce, leaf, active, apps)
             }
             Message::Heartbeat { leaf } => self.on_heartbeat(now, sender, leaf, apps),
             Message::Route(msg) => self.on_route(now, sender, msg, apps),

@@ -23,7 +23,7 @@ use core::time::Duration;
 use super::{Apps, Core, TimerKind};
 use crate::peer::{CONFIRMED, SUSPECT, VERIFIED};
 use crate::wire::{self, LeafSetMsg, Message};
-use crate::{Address, Id, Instant, NodeHandle, Peer, Rtt};
+use crate::{Address, Id, Instant, NodeHandle, Peer, Rtt, Side};
 
 /// A leaf-set probe: it carries our leaf set and the reply carries theirs; on reply the node
 /// enters our leaf set, confirmed.
@@ -468,7 +468,11 @@ impl<A: Address> Core<A> {
         // A leaf-set probe is answered with our leaf set, which confirms that we took the
         // sender in, only once its address is verified; until then a plain reply, and a probe
         // of our own (its answer makes us send it a leaf-set probe).
-        let reply_leaf = leaf.as_ref().filter(|_| verified).map(|_| {
+        // A joining node that has not heard from its root has no leaf set to speak of, and
+        // must not be taken into anyone's: it answers plainly (MSPastry: a joining node
+        // enters leaf sets through its own leaf-set probes, sent once its root has answered).
+        let awaiting = self.awaiting_root();
+        let reply_leaf = leaf.as_ref().filter(|_| verified && !awaiting).map(|_| {
             let fixed = wire::HEADER_LEN + 4 + 1;
             let m = self.leaf_msg(Some(sender.id), budget.saturating_sub(fixed));
             if m.cw.len() + m.ccw.len() < self.leaf.len().saturating_sub(1) {
@@ -477,6 +481,7 @@ impl<A: Address> Core<A> {
             m
         });
         let reply = self.encode(Message::ProbeReply {
+            active: self.is_active(),
             nonce,
             token: if verified {
                 0
@@ -487,10 +492,12 @@ impl<A: Address> Core<A> {
         });
         self.send_budgeted(Some(sender.id), &sender.addr, reply, true);
         match leaf {
+            Some(_) if awaiting => {}
             Some(l) if verified => {
+                self.refresh_suspicion(now, &sender.addr);
                 // The sender says it belongs in our leaf set: first-hand news, taken at once so
                 // that it is known here before our reply lets it become active.
-                if self.leaf.contains(sender.id) || self.leaf.would_accept(sender.id) {
+                if self.leaf.contains(sender.id) || self.leaf_fits(sender.id, None) {
                     self.add_leaf(
                         now,
                         apps,
@@ -521,6 +528,7 @@ impl<A: Address> Core<A> {
         sender: NodeHandle<A>,
         nonce: u32,
         leaf: Option<LeafSetMsg<A>>,
+        active: bool,
         apps: &mut Apps<A>,
     ) {
         match self.probes.get(&sender.addr) {
@@ -538,7 +546,7 @@ impl<A: Address> Core<A> {
             && expected != sender.id
         {
             // Someone else answers at that address now: the node we probed is gone.
-            self.declare_dead(now, expected, true, apps);
+            self.declare_dead(now, expected, apps);
         }
         self.remember_verified(sender.id, &sender.addr);
         let rtt = (p.attempts == 1).then(|| now - p.sent_at);
@@ -562,15 +570,26 @@ impl<A: Address> Core<A> {
             self.add_leaf(now, apps, confirmed);
         } else if self.leaf.contains(sender.id) {
             self.add_leaf(now, apps, peer.clone());
-        } else if self.leaf_wants(sender.id) && !self.awaiting_root() {
+        } else if active && self.leaf_wants(sender.id, None) && !self.awaiting_root() {
             // Learned from elsewhere but belongs in our leaf set: exchange leaf sets first.
-            // (A joining node waits for its root's leaf set before judging that.)
+            // (A joining node waits for its root's leaf set before judging that; a node that
+            // is joining itself will send us its leaf-set probe when it is ready.)
             self.probe(now, &sender, P_LEAF, &[], true);
         }
-        self.offer_table(peer);
+        // Only active nodes route: a joining node in a table would hold what it is sent. One
+        // that would fill an empty cell is kept to be asked again later.
+        if active {
+            self.offer_table(peer);
+        } else {
+            self.defer_table(&sender);
+        }
         if let Some(l) = leaf {
+            // The member we asked to refill a side names what lies beyond it on that side.
+            let extend = [Side::Cw, Side::Ccw]
+                .into_iter()
+                .find(|s| self.repair_asked[super::membership::side_index(*s)] == Some(sender.id));
             for h in l.cw.iter().chain(l.ccw.iter()) {
-                self.consider_leaf(now, h);
+                self.consider_leaf_from(now, h, extend);
             }
         }
         for bytes in p.queued {
@@ -588,6 +607,29 @@ impl<A: Address> Core<A> {
         self.check_active(now, apps);
     }
 
+    /// A node we suspect has just contacted us on its own: ask again at once with a fresh
+    /// nonce and a fresh count of attempts, so that a node that came back (or whose replies
+    /// were lost) can answer before the old attempts run out and it is declared dead.
+    pub(crate) fn refresh_suspicion(&mut self, now: Instant, addr: &A) {
+        let nonce = self.random() as u32;
+        let Some(p) = self.probes.get_mut(addr) else {
+            return;
+        };
+        if p.purpose & P_LIVE == 0 || p.attempts <= 1 {
+            return;
+        }
+        p.nonce = nonce;
+        p.attempts = 1;
+        let id = p.id;
+        let deadline = now + self.probe_rto(id, 1);
+        if let Some(p) = self.probes.get_mut(addr) {
+            p.deadline = deadline;
+            p.sent_at = now;
+        }
+        self.schedule(deadline, TimerKind::Probe(addr.clone()));
+        self.send_probe(addr);
+    }
+
     pub(crate) fn on_probe_timer(
         &mut self,
         now: Instant,
@@ -601,7 +643,14 @@ impl<A: Address> Core<A> {
         if p.deadline != at {
             return;
         }
-        if p.attempts <= self.cfg.probe_retries {
+        // A failure notice comes from a node that has probed the suspect through all its
+        // retries already: one retry here is enough to guard against a lost datagram.
+        let retries = if p.purpose & P_NOTICED != 0 {
+            self.cfg.probe_retries.min(1)
+        } else {
+            self.cfg.probe_retries
+        };
+        if p.attempts <= retries {
             p.attempts += 1;
             let (id, attempts) = (p.id, p.attempts);
             let deadline = now + self.probe_rto(id, attempts);
@@ -624,7 +673,7 @@ impl<A: Address> Core<A> {
         if let Some(id) = p.id
             && (known(self.leaf.get(id)) || known(self.table.find(id)))
         {
-            self.declare_dead(now, id, p.purpose & P_NOTICED == 0, apps);
+            self.declare_dead(now, id, apps);
         }
         for seq in p.flights {
             self.flight_failed(now, seq, apps);

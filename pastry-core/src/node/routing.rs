@@ -135,6 +135,21 @@ impl<A: Address> Core<A> {
         };
         match next_hop(msg.key, self.me.id, &self.leaf, &self.table, exclude) {
             NextHop::Local if self.is_active() => Decision::Deliver,
+            // Two nodes joining at once with neighbouring ids may each be the other's root.
+            // Holding the other's join until we are active would deadlock both joins; answer
+            // with the leaf set we have instead, once our own root has answered (so the leaf
+            // set is that of our neighbourhood) and it spans the joiner's id: the joiner
+            // confirms every leaf-set member itself before it becomes active, so a partial
+            // answer costs probes, not consistency. A joining node that has not heard from
+            // its root holds the join like any message, until it can route it.
+            NextHop::Local
+                if matches!(msg.body, RouteBody::Join { .. })
+                    && matches!(self.phase, Phase::Joining { replied: true, .. })
+                    && !self.leaf.is_empty()
+                    && self.leaf.in_range(msg.key) =>
+            {
+                Decision::Deliver
+            }
             NextHop::Local | NextHop::NoRoute => Decision::Hold,
             // A suspected leaf-set member may still be the key's root: wait for the verdict.
             NextHop::Forward(p, _) if p.is_suspect() => Decision::Hold,
