@@ -106,7 +106,8 @@ pub use config::{Config, ConfigError, MAX_BOUND, MAX_DURATION, MAX_RETRIES};
 pub use id::{Id, ParseIdError};
 pub use leafset::{LeafSet, Side};
 pub use node::{
-    Counters, Event, LookupId, Memory, Node, NodeError, RouteError, RouteFailure, Transmit,
+    Counters, Event, LookupId, Memory, Node, NodeError, ProbePurposes, RouteError, RouteFailure,
+    Transmit,
 };
 pub use peer::{Peer, Rtt};
 pub use route::{NextHop, Via, next_hop};

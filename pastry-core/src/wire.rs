@@ -24,6 +24,36 @@ pub const MAX_ROWS: usize = 128;
 /// Most entries a routing-table row may carry on the wire (b <= 4).
 pub const MAX_ROW_ENTRIES: usize = 16;
 
+/// The name of a datagram's message type, read from its header without decoding the body:
+/// for monitoring and traffic accounting. `None` when the header is not ours.
+///
+/// ```
+/// use pastry_core::wire::{message_name, Datagram, Message};
+/// use pastry_core::Id;
+/// let d = Datagram::<u32>::new(Id::new(1), Message::Ack { seq: 7 });
+/// assert_eq!(message_name(&d.to_bytes()), Some("ack"));
+/// assert_eq!(message_name(b"hello"), None);
+/// ```
+pub fn message_name(datagram: &[u8]) -> Option<&'static str> {
+    if datagram.len() < HEADER_LEN || datagram[0] != MAGIC || datagram[1] != VERSION {
+        return None;
+    }
+    Some(match datagram[2] {
+        T_PROBE => "probe",
+        T_PROBE_REPLY => "probe reply",
+        T_HEARTBEAT => "heartbeat",
+        T_ROUTE => "route",
+        T_ACK => "ack",
+        T_DIRECT => "direct",
+        T_JOIN_REQUEST => "join request",
+        T_JOIN_REPLY => "join reply",
+        T_ROW_REQUEST => "row request",
+        T_ROWS => "rows",
+        T_LEAVE => "leave",
+        _ => return None,
+    })
+}
+
 const T_PROBE: u8 = 1;
 const T_PROBE_REPLY: u8 = 2;
 const T_HEARTBEAT: u8 = 3;
@@ -37,7 +67,8 @@ const T_ROWS: u8 = 10;
 const T_LEAVE: u8 = 11;
 
 /// Smallest `JoinRequest` a node answers: it earns the verification probes the bootstrap node
-/// sends to the joiner (four plain probes of 27 bytes) under the 3x anti-amplification limit.
+/// sends to the joiner (`1 + probe_retries` plain probes of 31 bytes, three by default) under
+/// the 3x anti-amplification limit.
 pub const JOIN_REQUEST_MIN_LEN: usize = 40;
 
 const BODY_APP: u8 = 0;

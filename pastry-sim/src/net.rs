@@ -202,6 +202,8 @@ pub struct Totals {
     pub failures_detected: u64,
     /// Malformed datagrams received.
     pub malformed: u64,
+    /// Probes sent (first attempts), by purpose.
+    pub probes: pastry_core::ProbePurposes,
 }
 
 impl Totals {
@@ -212,6 +214,11 @@ impl Totals {
         self.control_bytes_out += c.control_bytes_out;
         self.failures_detected += c.failures_detected;
         self.malformed += c.malformed;
+        let p = &c.probes_by_purpose;
+        self.probes.leaf += p.leaf;
+        self.probes.liveness += p.liveness;
+        self.probes.table += p.table;
+        self.probes.verify += p.verify;
     }
 }
 
@@ -262,6 +269,10 @@ pub struct Network {
     /// index in it (or `u32::MAX`).
     active: Vec<Addr>,
     active_pos: Vec<u32>,
+    /// Nodes in the joining state.
+    joining: usize,
+    /// Datagrams sent, by message name.
+    by_type: std::collections::BTreeMap<&'static str, u64>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -307,6 +318,8 @@ impl Network {
             event_buf: Vec::new(),
             active: Vec::new(),
             active_pos: Vec::new(),
+            joining: 0,
+            by_type: std::collections::BTreeMap::new(),
         }
     }
 
@@ -385,8 +398,8 @@ impl Network {
         let slot = &mut self.slots[addr as usize];
         if let Some(node) = slot.node.as_mut() {
             node.bootstrap(now).expect("bootstrap of an idle node");
-            slot.state = NodeState::Joining;
             slot.joined_at = Some(now);
+            self.set_state(addr, NodeState::Joining);
         }
         self.drain(addr);
     }
@@ -397,8 +410,8 @@ impl Network {
         let slot = &mut self.slots[addr as usize];
         if let Some(node) = slot.node.as_mut() {
             node.join(now, via).expect("join of an idle node");
-            slot.state = NodeState::Joining;
             slot.joined_at = Some(now);
+            self.set_state(addr, NodeState::Joining);
         }
         self.drain(addr);
     }
@@ -415,6 +428,22 @@ impl Network {
     /// Number of active nodes.
     pub fn active_len(&self) -> usize {
         self.active.len()
+    }
+
+    /// Sets a node's state, keeping count of the nodes that are joining.
+    fn set_state(&mut self, addr: Addr, state: NodeState) {
+        let old = std::mem::replace(&mut self.slots[addr as usize].state, state);
+        if old == NodeState::Joining {
+            self.joining -= 1;
+        }
+        if state == NodeState::Joining {
+            self.joining += 1;
+        }
+    }
+
+    /// Number of nodes joining (or rejoining) now.
+    pub fn joining_len(&self) -> usize {
+        self.joining
     }
 
     /// Marks a node active or not: the oracle and the list of active nodes follow.
@@ -500,9 +529,10 @@ impl Network {
             started += wave;
             let last = self.slots.len() as Addr;
             let deadline = self.now + patience;
-            self.run_until_cond(deadline, |net| {
-                (first..last).all(|a| net.state(a) != NodeState::Joining)
-            });
+            // Ends when as many nodes are joining as before the wave (stragglers of earlier
+            // waves may still be at it): a counter, not a scan of the wave per event.
+            let stragglers = self.joining.saturating_sub(wave);
+            self.run_until_cond(deadline, |net| net.joining <= stragglers);
             became += (first..last)
                 .filter(|a| self.state(*a) == NodeState::Active)
                 .count();
@@ -522,7 +552,7 @@ impl Network {
     /// Kills a node without warning.
     pub fn kill(&mut self, addr: Addr) {
         self.retire(addr);
-        self.slots[addr as usize].state = NodeState::Dead;
+        self.set_state(addr, NodeState::Dead);
         self.set_active(addr, false);
     }
 
@@ -532,7 +562,7 @@ impl Network {
         let slot = &mut self.slots[addr as usize];
         if let Some(node) = slot.node.as_mut() {
             node.leave(now);
-            slot.state = NodeState::Leaving;
+            self.set_state(addr, NodeState::Leaving);
             self.set_active(addr, false);
         }
         self.drain(addr);
@@ -546,9 +576,9 @@ impl Network {
             Node::new(self.cfg.node.clone(), slot.id, addr, seed, self.now)
                 .expect("the network's node configuration is valid"),
         ));
-        slot.state = NodeState::Idle;
         slot.timer = None;
         slot.active_at = None;
+        self.set_state(addr, NodeState::Idle);
         self.join(addr, via);
     }
 
@@ -708,6 +738,12 @@ impl Network {
         (self.datagrams, self.dropped)
     }
 
+    /// Datagrams sent so far (before loss), by message name
+    /// ([`pastry_core::wire::message_name`]).
+    pub fn datagrams_by_type(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.by_type
+    }
+
     /// Sum of node counters over every node, running or stopped.
     pub fn totals(&self) -> Totals {
         let mut t = self.retired;
@@ -856,6 +892,8 @@ impl Network {
         }
         for t in out.drain(..) {
             self.datagrams += 1;
+            let name = pastry_core::wire::message_name(&t.contents).unwrap_or("other");
+            *self.by_type.entry(name).or_insert(0) += 1;
             if self.cfg.loss > 0.0 && self.random_unit() < self.cfg.loss {
                 self.dropped += 1;
                 self.last_drop = Some(now);
@@ -912,21 +950,20 @@ impl Network {
         }
         match e {
             Event::Active => {
-                let slot = &mut self.slots[addr as usize];
-                slot.state = NodeState::Active;
-                slot.active_at = Some(now);
+                self.slots[addr as usize].active_at = Some(now);
+                self.set_state(addr, NodeState::Active);
                 self.set_active(addr, true);
             }
             Event::JoinFailed => {
-                self.slots[addr as usize].state = NodeState::Idle;
+                self.set_state(addr, NodeState::Idle);
             }
             Event::Rejoining => {
-                self.slots[addr as usize].state = NodeState::Joining;
+                self.set_state(addr, NodeState::Joining);
                 self.set_active(addr, false);
             }
             Event::Left => {
                 self.retire(addr);
-                self.slots[addr as usize].state = NodeState::Left;
+                self.set_state(addr, NodeState::Left);
             }
             Event::LookupServed { id, key, hops, .. } => self.served(addr, id, key, hops),
             Event::LookupDone { id, .. } => {

@@ -61,6 +61,9 @@ pub struct Report {
     pub control_msgs_per_node_per_sec: f64,
     /// Control bytes per live node per second, in the measured part.
     pub control_bytes_per_node_per_sec: f64,
+    /// Datagrams per live node per second in the measured part, by message type (all traffic,
+    /// application messages included).
+    pub datagrams_by_type_per_node_per_sec: std::collections::BTreeMap<String, f64>,
     /// Datagrams sent while building the ring, per node built.
     pub join_msgs_per_node: f64,
     /// Median simulated time from the start of a join to the node being active.
@@ -110,10 +113,12 @@ pub struct Report {
     pub fail_fraction: f64,
     /// Nodes failed at once.
     pub failed_nodes: usize,
-    /// Seconds from the mass failure until every leaf set matched the oracle and no routing
-    /// table named a dead node (`null`: not within the run).
+    /// Seconds from the mass failure until every leaf set matched the oracle and fewer than 1%
+    /// of routing-table entries named a dead node (`null`: not within the run).
     pub repaired_after_s: Option<f64>,
-    /// For runs with a mass failure: lookups sent before it, after it, and after repair.
+    /// For runs with a mass failure: lookups sent before it, right after it (within one failure
+    /// timeout and heartbeat period, before the failure detector can have acted), while the
+    /// overlay repairs itself, and after repair.
     pub phases: Vec<Phase>,
     /// Active nodes whose leaf set differs from the oracle's at the end.
     pub leaf_set_errors_at_end: usize,
@@ -149,7 +154,7 @@ pub struct Sample {
 /// Lookups sent in one window of time.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Phase {
-    /// `before`, `after` or `after_repair`.
+    /// `before`, `after`, `repairing` or `after_repair`.
     pub name: String,
     /// Window start, simulated seconds.
     pub from_s: f64,
@@ -378,6 +383,11 @@ impl fmt::Display for Report {
             "  control: {:.3} msgs and {:.1} bytes per node per second",
             self.control_msgs_per_node_per_sec, self.control_bytes_per_node_per_sec
         )?;
+        let mut types: Vec<(&String, &f64)> =
+            self.datagrams_by_type_per_node_per_sec.iter().collect();
+        types.sort_by(|a, b| b.1.total_cmp(a.1));
+        let types: Vec<String> = types.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        writeln!(f, "  datagrams per node per second: {}", types.join(", "))?;
         let parts: Vec<String> = self
             .state_breakdown
             .iter()

@@ -265,6 +265,7 @@ impl Scenario {
         };
         let mut next_sample = t0 + interval;
         let start_totals = net.totals();
+        let start_types = net.datagrams_by_type().clone();
         let mut last = Bucket::start(&net, t0, t0);
         let mut samples: Vec<Sample> = Vec::new();
         let mut node_seconds = 0.0f64;
@@ -347,7 +348,12 @@ impl Scenario {
                 last.departures += n as u64;
             }
             if next_repair_check == Some(t) {
-                if net.leaf_set_errors().is_empty() && net.stale_table_entries() == 0 {
+                let entries: usize = net
+                    .active_addrs()
+                    .iter()
+                    .map(|a| net.node(*a).map_or(0, |n| n.routing_table().len()))
+                    .sum();
+                if net.leaf_set_errors().is_empty() && net.stale_table_entries() * 100 <= entries {
                     repaired_at = Some(t);
                     next_repair_check = None;
                 } else {
@@ -372,10 +378,29 @@ impl Scenario {
         let end_totals = net.totals();
         let control = end_totals.control_out - start_totals.control_out;
         let control_bytes = end_totals.control_bytes_out - start_totals.control_bytes_out;
+        let detect = self.node.failure_timeout + self.node.heartbeat_period;
         let phases = match fail_time {
-            Some(ft) => phases(&net, t0, ft, repaired_at, end),
+            Some(ft) => phases(&net, t0, ft, ft + detect, repaired_at, end),
             None => Vec::new(),
         };
+        let rate = |n: u64| n as f64 / node_seconds.max(1e-9);
+        let mut by_type: std::collections::BTreeMap<String, f64> = net
+            .datagrams_by_type()
+            .iter()
+            .map(|(k, v)| {
+                let before = start_types.get(k).copied().unwrap_or(0);
+                ((*k).to_owned(), rate(v - before))
+            })
+            .collect();
+        let (p0, p1) = (start_totals.probes, end_totals.probes);
+        for (k, n) in [
+            ("probe: leaf set", p1.leaf - p0.leaf),
+            ("probe: liveness", p1.liveness - p0.liveness),
+            ("probe: table", p1.table - p0.table),
+            ("probe: verify", p1.verify - p0.verify),
+        ] {
+            by_type.insert(k.to_owned(), rate(n));
+        }
         let mut join_ms: Vec<f64> = net
             .addrs()
             .filter_map(|a| match net.join_times(a) {
@@ -425,6 +450,7 @@ impl Scenario {
             rdp_cdf: report::cdf(&rdp),
             control_msgs_per_node_per_sec: control as f64 / node_seconds.max(1e-9),
             control_bytes_per_node_per_sec: control_bytes as f64 / node_seconds.max(1e-9),
+            datagrams_by_type_per_node_per_sec: by_type,
             join_msgs_per_node: build_datagrams as f64 / self.nodes as f64,
             join_time_median_ms: join_ms.get(join_ms.len() / 2).copied().unwrap_or(0.0),
             state_bytes_per_node: mean_over_active(&|n| n.state_bytes()),
@@ -527,19 +553,22 @@ impl Bucket {
     }
 }
 
-/// Lookups grouped by when they were sent relative to a mass failure: before it, after it
-/// until the network was repaired, and after repair.
+/// Lookups grouped by when they were sent relative to a mass failure: before it, right after
+/// it (until `detected`), while repairing, and after repair.
 fn phases(
     net: &Network,
     t0: Instant,
     fail: Instant,
+    detected: Instant,
     repaired: Option<Instant>,
     end: Instant,
 ) -> Vec<Phase> {
-    let repaired_or_end = repaired.unwrap_or(end);
+    let detected = detected.min(end);
+    let repaired_or_end = repaired.unwrap_or(end).max(detected);
     let windows = [
         ("before", t0, fail),
-        ("after", fail, repaired_or_end),
+        ("after", fail, detected),
+        ("repairing", detected, repaired_or_end),
         ("after_repair", repaired_or_end, end),
     ];
     windows

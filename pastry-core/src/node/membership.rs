@@ -468,8 +468,8 @@ impl<A: Address> Core<A> {
                 continue;
             }
             // Proximity: the nearest entry's row holds nodes near it, hence near us; ask it
-            // on alternate rounds, and a random entry otherwise so that the search does not
-            // settle on one neighbourhood.
+            // half the time (a coin per row), and a random entry otherwise so that the search
+            // does not settle on one neighbourhood.
             let r = self.random();
             let h = if r & 1 == 0 {
                 self.table

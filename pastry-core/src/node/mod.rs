@@ -318,6 +318,24 @@ pub struct Counters {
     pub route_failures: u64,
     /// Probes sent (first attempts).
     pub probes_sent: u64,
+    /// Of the probes sent, by first purpose: leaf-set probes (joining, repair, news of
+    /// members), liveness checks of suspects, routing-table candidates, and address
+    /// verification before other traffic.
+    pub probes_by_purpose: ProbePurposes,
+}
+
+/// Probes sent, by purpose (see [`Counters::probes_by_purpose`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbePurposes {
+    /// Leaf-set probes.
+    pub leaf: u64,
+    /// Liveness checks of suspects.
+    pub liveness: u64,
+    /// Routing-table candidates.
+    pub table: u64,
+    /// Address verification.
+    pub verify: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

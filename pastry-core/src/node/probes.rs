@@ -11,7 +11,7 @@
 //! - routed messages, heartbeats and join data for it wait, in a bounded queue, for the
 //!   address to answer.
 //!
-//! The one exception to the budget are plain probes (27 bytes, at most `1 + probe_retries`
+//! The one exception to the budget are plain probes (31 bytes, at most `1 + probe_retries`
 //! sends) to addresses learned from a verified source (a verified node's leaf set or rows, or
 //! the bootstrap address the application gave us): learned state must be probed before it is
 //! trusted, and a stranger cannot make us send them because gossip from unverified addresses
@@ -42,7 +42,7 @@ pub(crate) const P_NOTICED: u8 = 16;
 /// Datagrams that may wait for one address to be verified.
 const MAX_QUEUED: usize = 16;
 /// Bytes of a plain probe (no leaf set, no failed ids, no padding).
-pub(crate) const PLAIN_PROBE_LEN: usize = wire::HEADER_LEN + 4 + 1 + 1 + 2;
+pub(crate) const PLAIN_PROBE_LEN: usize = wire::HEADER_LEN + 4 + 4 + 1 + 1 + 2;
 /// Unverified addresses whose budget is tracked.
 pub(crate) const AMP_ENTRIES: usize = 64;
 
@@ -354,6 +354,16 @@ impl<A: Address> Core<A> {
             self.pending_leaf.push(id);
         }
         self.counters.probes_sent += 1;
+        let by = &mut self.counters.probes_by_purpose;
+        if purpose & P_LEAF != 0 {
+            by.leaf += 1;
+        } else if purpose & P_LIVE != 0 {
+            by.liveness += 1;
+        } else if purpose & P_TABLE != 0 {
+            by.table += 1;
+        } else {
+            by.verify += 1;
+        }
         self.schedule(deadline, TimerKind::Probe(addr.clone()));
         self.send_probe(&addr);
         true
@@ -466,14 +476,15 @@ impl<A: Address> Core<A> {
         }
         let budget = self.budget_left(Some(sender.id), &sender.addr);
         // A leaf-set probe is answered with our leaf set, which confirms that we took the
-        // sender in, only once its address is verified; until then a plain reply, and a probe
-        // of our own (its answer makes us send it a leaf-set probe).
+        // sender in, only once its address is verified; until then a plain reply carrying a
+        // token, which the sender echoes in its next leaf-set probe to prove its address.
         // A joining node that has not heard from its root has no leaf set to speak of, and
         // must not be taken into anyone's: it answers plainly (MSPastry: a joining node
         // enters leaf sets through its own leaf-set probes, sent once its root has answered).
         let awaiting = self.awaiting_root();
         let reply_leaf = leaf.as_ref().filter(|_| verified && !awaiting).map(|_| {
-            let fixed = wire::HEADER_LEN + 4 + 1;
+            // Nonce, token and flags precede the leaf set.
+            let fixed = wire::HEADER_LEN + 4 + 4 + 1;
             let m = self.leaf_msg(Some(sender.id), budget.saturating_sub(fixed));
             if m.cw.len() + m.ccw.len() < self.leaf.len().saturating_sub(1) {
                 self.counters.amplification_limited += 1;
@@ -576,8 +587,8 @@ impl<A: Address> Core<A> {
             // is joining itself will send us its leaf-set probe when it is ready.)
             self.probe(now, &sender, P_LEAF, &[], true);
         }
-        // Only active nodes route: a joining node in a table would hold what it is sent. One
-        // that would fill an empty cell is kept to be asked again later.
+        // Only active nodes route: a joining node in a table would hold what it is sent. It is
+        // kept to be considered again later (bounded), by which time it is likely active.
         if active {
             self.offer_table(peer);
         } else {

@@ -1,0 +1,169 @@
+//! The command line, run as a program: a small run with a JSON report and plots, and bad
+//! arguments.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pastry-sim"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pastry-sim-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// The keys scripts rely on (issue: JSON report).
+const KEYS: [&str; 22] = [
+    "nodes",
+    "seed",
+    "lookups_sent",
+    "delivered",
+    "correct",
+    "incorrect",
+    "lost",
+    "hops_mean",
+    "hops_max",
+    "hops_histogram",
+    "rdp_mean",
+    "rdp_median",
+    "rdp_p95",
+    "control_msgs_per_node_per_sec",
+    "control_bytes_per_node_per_sec",
+    "join_msgs_per_node",
+    "join_time_median_ms",
+    "state_bytes_per_node",
+    "routing_table_entries_mean",
+    "sim_events",
+    "wall_seconds",
+    "peak_rss_bytes",
+];
+
+#[test]
+fn small_churn_run_writes_a_report_with_every_key_and_the_plots() {
+    let dir = scratch("churn");
+    let json = dir.join("report.json");
+    let plots = dir.join("plots");
+    let out = sim()
+        .args([
+            "--nodes",
+            "60",
+            "--seed",
+            "5",
+            "--session-median",
+            "120",
+            "--duration",
+            "240",
+            "--lookup-rate",
+            "0.05",
+            "--topology",
+            "plane",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&plots)
+        .output()
+        .expect("pastry-sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("lookups:"), "the summary names the lookups");
+    // The progress bar is hidden when stderr is not a terminal.
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the report")).expect("valid JSON");
+    for key in KEYS {
+        assert!(report.get(key).is_some(), "report lacks {key}");
+    }
+    assert_eq!(report["nodes"], 60);
+    assert_eq!(report["seed"], 5);
+    let sent = report["lookups_sent"].as_u64().unwrap();
+    let delivered = report["delivered"].as_u64().unwrap();
+    let correct = report["correct"].as_u64().unwrap();
+    let incorrect = report["incorrect"].as_u64().unwrap();
+    let lost = report["lost"].as_u64().unwrap();
+    assert!(sent > 100, "a lookup rate over 240 s sends lookups: {sent}");
+    assert_eq!(delivered, correct + incorrect);
+    assert_eq!(sent, delivered + lost);
+    let histogram: u64 = report["hops_histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(histogram, delivered, "the histogram counts every delivery");
+    assert!(
+        report["joins_during_run"].as_u64().unwrap() > 0,
+        "churn brings arrivals"
+    );
+    assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
+    for plot in [
+        "hops.svg",
+        "rdp_cdf.svg",
+        "lookups_over_time.svg",
+        "control_over_time.svg",
+    ] {
+        let svg = std::fs::read_to_string(plots.join(plot)).expect(plot);
+        assert!(svg.starts_with("<svg"), "{plot} is an SVG");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn same_seed_same_figures() {
+    let run = || {
+        let out = sim()
+            .args(["--nodes", "40", "--lookups", "300", "--seed", "9"])
+            .output()
+            .expect("pastry-sim runs");
+        assert!(out.status.success());
+        // Every line but the last (wall-clock time) is determined by the seed.
+        let s = String::from_utf8(out.stdout).unwrap();
+        s.lines()
+            .filter(|l| !l.contains("wall"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message_not_a_panic() {
+    for args in [
+        &["--nodes", "0"][..],
+        &["--loss", "1.5"],
+        &["--topology", "torus"],
+        &["--fail-at", "10"],
+        &[
+            "--fail-fraction",
+            "0.1",
+            "--fail-at",
+            "50",
+            "--duration",
+            "20",
+        ],
+        &["--duration", "-3"],
+        &["--b", "7"],
+        &["--leaf-set", "7"],
+        &["--lookup-rate", "-1"],
+        &["--no-such-flag"],
+    ] {
+        let out = sim().args(args).output().expect("pastry-sim runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{args:?} explains itself");
+    }
+}
