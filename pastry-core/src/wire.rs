@@ -50,6 +50,8 @@ pub fn message_name(datagram: &[u8]) -> Option<&'static str> {
         T_ROW_REQUEST => "row request",
         T_ROWS => "rows",
         T_LEAVE => "leave",
+        T_LOOKUP_REQUEST => "lookup request",
+        T_LOOKUP_ANSWER => "lookup answer",
         _ => return None,
     })
 }
@@ -65,6 +67,12 @@ const T_JOIN_REPLY: u8 = 8;
 const T_ROW_REQUEST: u8 = 9;
 const T_ROWS: u8 = 10;
 const T_LEAVE: u8 = 11;
+const T_LOOKUP_REQUEST: u8 = 12;
+const T_LOOKUP_ANSWER: u8 = 13;
+
+/// Smallest `LookupRequest` a member answers: three times its size covers the answer (with an
+/// IPv6 root address) under the anti-amplification limit.
+pub const LOOKUP_REQUEST_MIN_LEN: usize = 40;
 
 /// Smallest `JoinRequest` a node answers: it earns the verification probes the bootstrap node
 /// sends to the joiner (`1 + probe_retries` plain probes of 31 bytes, three by default) under
@@ -340,6 +348,31 @@ pub enum Message<A> {
         /// The sender's leaf set.
         leaf: LeafSetMsg<A>,
     },
+    /// A client outside the overlay (a tool, a node of another ring) asks a member to look up
+    /// `key` for it. The member routes a lookup and answers with [`Message::LookupAnswer`].
+    /// Padded to at least [`LOOKUP_REQUEST_MIN_LEN`] bytes, which pays for the answer under
+    /// the anti-amplification limit; the sender id in the header is the client's choice.
+    LookupRequest {
+        /// Echoed in the answer.
+        nonce: u32,
+        /// The key to look up.
+        key: Id,
+        /// Number of zero bytes of padding.
+        padding: u16,
+    },
+    /// The answer to a [`Message::LookupRequest`]: the key's root and the lookup's hop count,
+    /// or no root when the lookup failed (the member is not active, is overloaded, or the
+    /// lookup timed out after its retries).
+    LookupAnswer {
+        /// The request's nonce.
+        nonce: u32,
+        /// The key looked up.
+        key: Id,
+        /// The root of the key, if found.
+        root: Option<NodeHandle<A>>,
+        /// Overlay hops from the member to the root.
+        hops: u8,
+    },
 }
 
 impl<A> Message<A> {
@@ -347,7 +380,9 @@ impl<A> Message<A> {
     /// messages, direct messages and lookups with their replies are the workload).
     pub fn is_control(&self) -> bool {
         match self {
-            Message::Direct { .. } => false,
+            Message::Direct { .. }
+            | Message::LookupRequest { .. }
+            | Message::LookupAnswer { .. } => false,
             Message::Route(r) => r.body.is_control(),
             _ => true,
         }
@@ -653,6 +688,8 @@ impl<A: Address> Datagram<A> {
             Message::RowRequest { .. } => T_ROW_REQUEST,
             Message::Rows { .. } => T_ROWS,
             Message::Leave { .. } => T_LEAVE,
+            Message::LookupRequest { .. } => T_LOOKUP_REQUEST,
+            Message::LookupAnswer { .. } => T_LOOKUP_ANSWER,
         };
         put_header(out, t, self.sender);
         match &self.message {
@@ -700,6 +737,32 @@ impl<A: Address> Datagram<A> {
             Message::Leave { seq, leaf } => {
                 out.extend_from_slice(&seq.to_be_bytes());
                 put_leaf(out, leaf);
+            }
+            Message::LookupRequest {
+                nonce,
+                key,
+                padding,
+            } => {
+                out.extend_from_slice(&nonce.to_be_bytes());
+                out.extend_from_slice(&key.to_bytes());
+                put_padding(out, *padding);
+            }
+            Message::LookupAnswer {
+                nonce,
+                key,
+                root,
+                hops,
+            } => {
+                out.extend_from_slice(&nonce.to_be_bytes());
+                out.extend_from_slice(&key.to_bytes());
+                match root {
+                    Some(h) => {
+                        out.push(1);
+                        put_handle(out, h);
+                    }
+                    None => out.push(0),
+                }
+                out.push(*hops);
             }
             Message::Direct {
                 seq,
@@ -892,6 +955,26 @@ impl<A: Address> Datagram<A> {
                 seq: r.u32()?,
                 leaf: r.leaf()?,
             },
+            T_LOOKUP_REQUEST => Message::LookupRequest {
+                nonce: r.u32()?,
+                key: r.id()?,
+                padding: r.padding()?,
+            },
+            T_LOOKUP_ANSWER => {
+                let nonce = r.u32()?;
+                let key = r.id()?;
+                let root = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.handle()?),
+                    _ => return Err(DecodeError::Invalid("root flag")),
+                };
+                Message::LookupAnswer {
+                    nonce,
+                    key,
+                    root,
+                    hops: r.u8()?,
+                }
+            }
             other => return Err(DecodeError::UnknownType(other)),
         };
         if !r.buf.is_empty() {
@@ -1087,6 +1170,23 @@ mod tests {
             Message::Leave {
                 seq: 1,
                 leaf: LeafSetMsg::default(),
+            },
+            Message::LookupRequest {
+                nonce: 4,
+                key: Id::new(99),
+                padding: 3,
+            },
+            Message::LookupAnswer {
+                nonce: 4,
+                key: Id::new(99),
+                root: Some(h(7, 7)),
+                hops: 3,
+            },
+            Message::LookupAnswer {
+                nonce: 5,
+                key: Id::new(98),
+                root: None,
+                hops: 0,
             },
         ]
     }

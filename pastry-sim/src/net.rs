@@ -257,6 +257,8 @@ pub struct Network {
     trace: bool,
     trace_only: Option<Addr>,
     outside: HashMap<Addr, (u64, u64)>,
+    /// The last datagrams sent to addresses that are not nodes (at most 64 per address).
+    outside_log: HashMap<Addr, std::collections::VecDeque<Vec<u8>>>,
     /// Payloads of queued events, and the free slots among them.
     payloads: Vec<Option<Kind>>,
     free: Vec<u32>,
@@ -309,6 +311,7 @@ impl Network {
             trace: false,
             trace_only: None,
             outside: HashMap::new(),
+            outside_log: HashMap::new(),
             payloads: Vec::new(),
             free: Vec::new(),
             false_failures: Vec::new(),
@@ -593,6 +596,15 @@ impl Network {
     /// Datagrams and bytes the nodes sent to an address that is not a node.
     pub fn sent_outside(&self, addr: Addr) -> (u64, u64) {
         self.outside.get(&addr).copied().unwrap_or_default()
+    }
+
+    /// The last datagrams (at most 64) the nodes sent to an address that is not a node, oldest
+    /// first: what a client outside the overlay would have received.
+    pub fn received_outside(&self, addr: Addr) -> Vec<Vec<u8>> {
+        self.outside_log
+            .get(&addr)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The node at `addr`, mutably, to register applications before it starts. Use
@@ -900,6 +912,11 @@ impl Network {
                 continue;
             }
             if (t.destination as usize) >= self.slots.len() {
+                let log = self.outside_log.entry(t.destination).or_default();
+                if log.len() == 64 {
+                    log.pop_front();
+                }
+                log.push_back(t.contents.clone());
                 let e = self.outside.entry(t.destination).or_default();
                 e.0 += 1;
                 e.1 += t.contents.len() as u64;

@@ -272,3 +272,71 @@ fn update_reports_joins_failures_and_leaves_in_the_leaf_set() {
         );
     }
 }
+
+/// A client outside the overlay asks a member to look a key up (the wire-level lookup the
+/// node binary's `lookup` subcommand uses): the answer names the key's root, as the oracle
+/// knows it, and asking does not make the client a member.
+#[test]
+fn a_client_outside_the_overlay_gets_the_root_of_its_key() {
+    use pastry_core::wire::{Datagram, LOOKUP_REQUEST_MIN_LEN, Message};
+    assert!(
+        LOOKUP_REQUEST_MIN_LEN <= 41,
+        "a request without padding is long enough"
+    );
+    let seed = 41;
+    println!("seed {seed}");
+    let mut net = Network::new(NetConfig::with_seed(seed));
+    net.grow(50, Duration::from_secs(60)).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let client: u32 = 1_000_000;
+    let member = net.active_addrs()[7];
+    for (n, key) in [Id::new(5), Id::new(u128::MAX / 3), net.id(member)]
+        .into_iter()
+        .enumerate()
+    {
+        let nonce = 77 + n as u32;
+        let base = Datagram::<u32>::new(
+            Id::new(123),
+            Message::LookupRequest {
+                nonce,
+                key,
+                padding: 0,
+            },
+        )
+        .to_bytes()
+        .len();
+        let padding = (LOOKUP_REQUEST_MIN_LEN.saturating_sub(base - 2)) as u16;
+        let request = Datagram::<u32>::new(
+            Id::new(123),
+            Message::LookupRequest {
+                nonce,
+                key,
+                padding,
+            },
+        );
+        net.inject(member, client, request.to_bytes());
+        net.run_for(Duration::from_secs(5));
+        let answers = net.received_outside(client);
+        let answer = Datagram::<u32>::decode(answers.last().expect("an answer"), 1400).unwrap();
+        match answer.message {
+            Message::LookupAnswer {
+                nonce: got,
+                key: k,
+                root: Some(root),
+                hops,
+            } => {
+                assert_eq!((got, k), (nonce, key));
+                assert_eq!(Some(root.id), net.oracle().closest(key), "key {key:?}");
+                assert_eq!(net.id(root.addr), root.id);
+                assert!(hops <= 4, "{hops} hops");
+            }
+            other => panic!("expected a lookup answer with a root, got {other:?}"),
+        }
+    }
+    // Asking made the client no member: nobody holds its address.
+    for a in net.active_addrs() {
+        let n = net.node(a).unwrap();
+        assert!(n.leaf_set().members().all(|p| p.handle.addr != client));
+        assert!(n.routing_table().entries().all(|p| p.handle.addr != client));
+    }
+}

@@ -3,18 +3,32 @@
 //! the origin on a timeout.
 
 use super::{Apps, Core, Event, LookupId, TimerKind};
-use crate::wire::{RouteBody, RouteMsg};
+use crate::wire::{self, Message, RouteBody, RouteMsg};
 use crate::{Address, Id, Instant, NodeHandle, RouteError};
 
+/// Lookups a member runs at once for clients outside the overlay.
+pub(crate) const MAX_CLIENT_LOOKUPS: usize = 64;
+
 /// A lookup of ours awaiting its answer.
-pub(crate) struct Pending {
+pub(crate) struct Pending<A> {
     key: Id,
     attempts: u8,
     pub(crate) deadline: Instant,
+    /// For a client's lookup: its address and its request's nonce.
+    client: Option<(A, u32)>,
 }
 
 impl<A: Address> Core<A> {
     pub(crate) fn start_lookup(&mut self, now: Instant, key: Id) -> Result<LookupId, RouteError> {
+        self.start_lookup_for(now, key, None)
+    }
+
+    fn start_lookup_for(
+        &mut self,
+        now: Instant,
+        key: Id,
+        client: Option<(A, u32)>,
+    ) -> Result<LookupId, RouteError> {
         if self.lookups.len() >= self.cfg.max_lookups {
             return Err(RouteError::Overloaded);
         }
@@ -27,6 +41,7 @@ impl<A: Address> Core<A> {
                 key,
                 attempts: 1,
                 deadline,
+                client,
             },
         );
         self.schedule(deadline, TimerKind::Lookup(seq));
@@ -82,6 +97,10 @@ impl<A: Address> Core<A> {
         }
         if let Some(l) = self.lookups.remove(&seq) {
             Self::trim(&mut self.lookups);
+            if let Some((addr, nonce)) = l.client {
+                self.answer_client(&addr, nonce, l.key, None, 0);
+                return;
+            }
             self.event(Event::LookupFailed {
                 id: LookupId {
                     origin: self.me.id,
@@ -148,8 +167,12 @@ impl<A: Address> Core<A> {
             // A duplicate answer (a retry was answered too) or a forged one.
             _ => return,
         }
-        self.lookups.remove(&lookup);
+        let client = self.lookups.remove(&lookup).and_then(|l| l.client);
         Self::trim(&mut self.lookups);
+        if let Some((addr, nonce)) = client {
+            self.answer_client(&addr, nonce, key, Some(root), hops);
+            return;
+        }
         self.event(Event::LookupDone {
             id: LookupId {
                 origin: self.me.id,
@@ -159,5 +182,51 @@ impl<A: Address> Core<A> {
             root,
             hops,
         });
+    }
+
+    /// A client asks us to look up a key: run the lookup on its behalf and answer it when it
+    /// ends. A request too short to pay for the answer is ignored; one we cannot serve (not
+    /// active, too many lookups under way) gets an answer without a root at once.
+    pub(crate) fn on_lookup_request(
+        &mut self,
+        now: Instant,
+        client: NodeHandle<A>,
+        nonce: u32,
+        key: Id,
+        len: usize,
+        apps: &mut Apps<A>,
+    ) {
+        if len < wire::LOOKUP_REQUEST_MIN_LEN {
+            self.counters.rejected += 1;
+            return;
+        }
+        let serving = self.lookups.values().filter(|l| l.client.is_some()).count();
+        let started = if self.is_active() && serving < MAX_CLIENT_LOOKUPS {
+            self.start_lookup_for(now, key, Some((client.addr.clone(), nonce)))
+                .ok()
+        } else {
+            None
+        };
+        match started {
+            Some(id) => self.send_lookup(now, apps, id.seq),
+            None => self.answer_client(&client.addr, nonce, key, None, 0),
+        }
+    }
+
+    fn answer_client(
+        &mut self,
+        addr: &A,
+        nonce: u32,
+        key: Id,
+        root: Option<NodeHandle<A>>,
+        hops: u8,
+    ) {
+        let bytes = self.encode(Message::LookupAnswer {
+            nonce,
+            key,
+            root,
+            hops,
+        });
+        self.send_budgeted(None, addr, bytes, false);
     }
 }

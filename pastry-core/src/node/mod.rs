@@ -567,7 +567,7 @@ pub(crate) struct Core<A: Address> {
     /// Application timers armed and not yet fired.
     app_timers: usize,
     /// Lookups of ours awaiting their answer.
-    lookups: Map<u32, lookup::Pending>,
+    lookups: Map<u32, lookup::Pending<A>>,
     next_lookup: u32,
     /// The address the application gave [`Node::join`], kept for rejoining.
     bootstrap: Option<A>,
@@ -944,7 +944,7 @@ impl<A: Address> Node<A> {
                 + c.deferred_table.capacity() * core::mem::size_of::<NodeHandle<A>>(),
             caches: c.seen.heap_bytes()
                 + c.tokens.capacity() * core::mem::size_of::<(A, u32)>()
-                + c.lookups.capacity() * (core::mem::size_of::<(u32, lookup::Pending)>() + 1)
+                + c.lookups.capacity() * (core::mem::size_of::<(u32, lookup::Pending<A>)>() + 1)
                 + c.verified.capacity() * core::mem::size_of::<A>()
                 + c.dead.capacity() * core::mem::size_of::<(Id, Instant)>()
                 + self.apps.capacity() * core::mem::size_of::<AppSlot<A>>(),
@@ -1213,6 +1213,11 @@ impl<A: Address> Core<A> {
             Message::RowRequest { row, .. } => self.on_row_request(sender, row),
             Message::Rows { rows } => self.on_rows(now, sender, rows),
             Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
+            Message::LookupRequest { nonce, key, .. } => {
+                self.on_lookup_request(now, sender, nonce, key, len, apps)
+            }
+            // Members never ask each other this way; an answer is for clients only.
+            Message::LookupAnswer { .. } => self.counters.rejected += 1,
         }
     }
 
