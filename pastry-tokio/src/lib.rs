@@ -1,1 +1,550 @@
-//! Placeholder.
+//! Runs a [`pastry_core`] node on a tokio UDP socket.
+//!
+//! [`Builder::bind`] binds a socket, creates the node and spawns a task (the *driver*) that
+//! owns both: it feeds every received datagram and every expired deadline to the node and sends
+//! what the node asks it to. The [`PastryNode`] it returns is a cheap, clonable handle: joining,
+//! routing, lookups, introspection and shutdown are requests to the driver. The adapter holds
+//! no protocol logic of its own.
+//!
+//! Time comes from [`tokio::time`], so a node runs under paused time and in simulators such as
+//! turmoil (see [`Builder::bind_socket`] and the [`Socket`] trait).
+//!
+//! ```
+//! use pastry_core::{Config, Id};
+//! use pastry_tokio::Builder;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), pastry_tokio::Error> {
+//! let first = Builder::new(Config::default()).id(Id::new(1)).bind("127.0.0.1:0").await?;
+//! first.bootstrap().await?;
+//! let second = Builder::new(Config::default()).id(Id::new(2)).bind("127.0.0.1:0").await?;
+//! second.join(first.local_addr()).await?;
+//! // The root of a key next to node 1's id is node 1.
+//! let found = second.lookup(Id::new(3)).await?;
+//! assert_eq!(found.root.id, Id::new(2));
+//! second.shutdown().await?;
+//! first.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pastry_core::{
+    Application, Clock, Config, Counters, Event, Id, LeafSet, LookupId, Node, NodeError,
+    NodeHandle, RouteError, RoutingTable,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+pub use pastry_core::MessageId;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket could not be bound or read its address.
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    /// The configuration was rejected.
+    #[error("configuration: {0}")]
+    Config(#[from] pastry_core::ConfigError),
+    /// The node refused the request (its state).
+    #[error("node: {0}")]
+    Node(#[from] NodeError),
+    /// A message or lookup could not be routed.
+    #[error("route: {0}")]
+    Route(#[from] RouteError),
+    /// The join failed or did not finish in time.
+    #[error("the join did not complete")]
+    JoinFailed,
+    /// The lookup timed out after its retries.
+    #[error("the lookup failed")]
+    LookupFailed,
+    /// The node has shut down (or its driver stopped).
+    #[error("the node has shut down")]
+    Closed,
+}
+
+/// The answer to a lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The node numerically closest to the key: its root.
+    pub root: NodeHandle<SocketAddr>,
+    /// Overlay hops from this node to the root.
+    pub hops: u8,
+}
+
+/// A datagram socket the driver can use: tokio's own, or a simulator's (turmoil's
+/// `UdpSocket` has the same shape).
+pub trait Socket: Send + Sync + 'static {
+    /// Receives one datagram.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// Sends one datagram.
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+    -> impl Future<Output = io::Result<usize>> + Send;
+    /// The bound address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl Socket for tokio::net::UdpSocket {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        tokio::net::UdpSocket::recv_from(self, buf)
+    }
+    fn send_to(
+        &self,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send_to(self, buf, to)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
+    }
+}
+
+/// Configures and binds a node.
+///
+/// ```
+/// use pastry_core::{Config, Id};
+/// use pastry_tokio::Builder;
+/// let builder = Builder::new(Config::default()).id(Id::new(42)).seed(7).events(256);
+/// # drop(builder);
+/// ```
+pub struct Builder {
+    config: Config,
+    id: Option<Id>,
+    seed: Option<u64>,
+    apps: Vec<(u16, Box<dyn Application<SocketAddr>>)>,
+    events: usize,
+}
+
+impl Builder {
+    /// A node with this configuration, a random id and seed, and room for 1,024 unread events.
+    pub fn new(config: Config) -> Self {
+        Builder {
+            config,
+            id: None,
+            seed: None,
+            apps: Vec::new(),
+            events: 1024,
+        }
+    }
+
+    /// Uses this id instead of a random one.
+    pub fn id(mut self, id: Id) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Seeds the node's random choices (for reproducible runs).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Registers an application under `app_id`: it sees the messages routed with that id
+    /// through its upcalls (deliver, forward: it may rewrite, redirect or stop a message at
+    /// every hop, update) instead of as events.
+    pub fn application(mut self, app_id: u16, app: Box<dyn Application<SocketAddr>>) -> Self {
+        self.apps.push((app_id, app));
+        self
+    }
+
+    /// How many events may wait unread in [`PastryNode::events`]; beyond that the newest are
+    /// dropped and counted ([`PastryNode::dropped_events`]).
+    pub fn events(mut self, capacity: usize) -> Self {
+        self.events = capacity.max(1);
+        self
+    }
+
+    /// Binds a UDP socket and starts the node's driver on the current tokio runtime. The node
+    /// is idle: call [`PastryNode::bootstrap`] or [`PastryNode::join`].
+    pub async fn bind(self, addr: impl tokio::net::ToSocketAddrs) -> Result<PastryNode, Error> {
+        let socket = tokio::net::UdpSocket::bind(addr).await?;
+        self.bind_socket(socket)
+    }
+
+    /// Starts the node on a socket the caller bound (any [`Socket`]).
+    pub fn bind_socket<S: Socket>(self, socket: S) -> Result<PastryNode, Error> {
+        let local = socket.local_addr()?;
+        let id = self.id.unwrap_or_else(random_id);
+        let seed = self.seed.unwrap_or_else(random_seed);
+        let clock = Clock::with_epoch(TokioInstant::now().into_std());
+        let mut node = Node::new(self.config.clone(), id, local, seed, now(&clock))?;
+        for (app_id, app) in self.apps {
+            node.register(app_id, app)?;
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::channel(self.events);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(SocketStats::default());
+        let driver = Driver {
+            socket,
+            node,
+            clock,
+            cmds: cmd_rx,
+            events: ev_tx,
+            dropped: dropped.clone(),
+            stats: stats.clone(),
+            joins: Vec::new(),
+            lookups: HashMap::new(),
+            leaving: Vec::new(),
+            buf: vec![0; self.config.max_datagram_size.max(1500)],
+        };
+        tokio::spawn(driver.run());
+        Ok(PastryNode {
+            inner: Arc::new(Inner {
+                cmds: cmd_tx,
+                events: std::sync::Mutex::new(Some(ev_rx)),
+                local,
+                id,
+                dropped,
+                stats,
+                join_patience: self.config.join_timeout
+                    * (u32::from(self.config.join_attempts) + 1),
+                leave_patience: self.config.rto_max * 4,
+            }),
+        })
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+fn random_id() -> Id {
+    Id::new(u128::from(random_seed()) << 64 | u128::from(random_seed()))
+}
+
+fn now(clock: &Clock) -> pastry_core::Instant {
+    clock.from_std(TokioInstant::now().into_std())
+}
+
+/// Socket errors the driver survived, by kind.
+#[derive(Debug, Default)]
+struct SocketStats {
+    send_errors: AtomicU64,
+    recv_errors: AtomicU64,
+}
+
+struct Inner {
+    cmds: mpsc::Sender<Command>,
+    events: std::sync::Mutex<Option<mpsc::Receiver<Event<SocketAddr>>>>,
+    local: SocketAddr,
+    id: Id,
+    dropped: Arc<AtomicU64>,
+    stats: Arc<SocketStats>,
+    join_patience: Duration,
+    leave_patience: Duration,
+}
+
+/// A running node: a handle to its driver task. Clones share the node. When the last clone is
+/// dropped without [`PastryNode::shutdown`], the driver stops without leaving the ring (as if
+/// the machine had failed).
+#[derive(Clone)]
+pub struct PastryNode {
+    inner: Arc<Inner>,
+}
+
+/// A look at the node, run inside the driver.
+type Inspection = Box<dyn FnOnce(&Node<SocketAddr>) + Send>;
+
+enum Command {
+    Bootstrap(oneshot::Sender<Result<(), Error>>),
+    Join(SocketAddr, oneshot::Sender<Result<(), Error>>),
+    Route(Id, u16, Vec<u8>, oneshot::Sender<Result<MessageId, Error>>),
+    Lookup(Id, oneshot::Sender<Result<Found, Error>>),
+    Inspect(Inspection),
+    Leave(oneshot::Sender<()>),
+}
+
+impl PastryNode {
+    /// The socket's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> Id {
+        self.inner.id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Starts a new ring with this node as its only member; the node is active at once.
+    pub async fn bootstrap(&self) -> Result<(), Error> {
+        self.ask(Command::Bootstrap).await?
+    }
+
+    /// Joins the ring that `bootstrap` (a member's address) belongs to. Resolves when the node
+    /// is active: its leaf set is confirmed and it may be the root of keys. Fails when the
+    /// node gives up (after its join attempts) or does not finish in time.
+    pub async fn join(&self, bootstrap: SocketAddr) -> Result<(), Error> {
+        let patience = self.inner.join_patience;
+        match tokio::time::timeout(patience, self.ask(|tx| Command::Join(bootstrap, tx))).await {
+            Ok(r) => r?,
+            Err(_) => Err(Error::JoinFailed),
+        }
+    }
+
+    /// Routes `payload` to the root of `key`, for the application `app` there (its
+    /// [`Application::deliver`], or an [`Event::Deliver`] where no application is registered).
+    pub async fn route(&self, key: Id, app: u16, payload: Vec<u8>) -> Result<MessageId, Error> {
+        self.ask(|tx| Command::Route(key, app, payload, tx)).await?
+    }
+
+    /// Finds the root of `key` (the live node numerically closest to it) and the hop count.
+    pub async fn lookup(&self, key: Id) -> Result<Found, Error> {
+        self.ask(|tx| Command::Lookup(key, tx)).await?
+    }
+
+    /// The node's events, once: a stream of deliveries, leaf-set changes, route failures and
+    /// the rest ([`Event`]). `None` if taken before.
+    pub fn events(&self) -> Option<EventStream> {
+        self.inner
+            .events
+            .lock()
+            .expect("no panic while holding the lock")
+            .take()
+            .map(|rx| EventStream { rx })
+    }
+
+    /// Events dropped because the event stream was full or not read.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Socket errors the node survived so far: (send, receive).
+    pub fn socket_errors(&self) -> (u64, u64) {
+        (
+            self.inner.stats.send_errors.load(Ordering::Relaxed),
+            self.inner.stats.recv_errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs `f` on the node inside its driver and returns the result: for introspection.
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node<SocketAddr>) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = oneshot::channel();
+        let run = Box::new(move |n: &Node<SocketAddr>| {
+            let _ = tx.send(f(n));
+        });
+        self.inner
+            .cmds
+            .send(Command::Inspect(run))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// A copy of the leaf set.
+    pub async fn leaf_set(&self) -> Result<LeafSet<SocketAddr>, Error> {
+        self.inspect(|n| n.leaf_set().clone()).await
+    }
+
+    /// A copy of the routing table.
+    pub async fn routing_table(&self) -> Result<RoutingTable<SocketAddr>, Error> {
+        self.inspect(|n| n.routing_table().clone()).await
+    }
+
+    /// The node's counters.
+    pub async fn counters(&self) -> Result<Counters, Error> {
+        self.inspect(|n| n.counters().clone()).await
+    }
+
+    /// Whether the node is active.
+    pub async fn is_active(&self) -> Result<bool, Error> {
+        self.inspect(|n| n.is_active()).await
+    }
+
+    /// Leaves the ring gracefully (the leaf set hears of it and repairs at once), then stops
+    /// the driver. Waits for the leaf set's acknowledgements, or a few retransmission timeouts.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let patience = self.inner.leave_patience;
+        let _ = tokio::time::timeout(patience, self.ask(Command::Leave)).await;
+        Ok(())
+    }
+}
+
+/// The node's events, in order.
+pub struct EventStream {
+    rx: mpsc::Receiver<Event<SocketAddr>>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Event<SocketAddr>> {
+        self.rx.recv().await
+    }
+}
+
+/// The task that owns the socket and the node.
+struct Driver<S> {
+    socket: S,
+    node: Node<SocketAddr>,
+    clock: Clock,
+    cmds: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event<SocketAddr>>,
+    dropped: Arc<AtomicU64>,
+    stats: Arc<SocketStats>,
+    joins: Vec<oneshot::Sender<Result<(), Error>>>,
+    lookups: HashMap<LookupId, oneshot::Sender<Result<Found, Error>>>,
+    leaving: Vec<oneshot::Sender<()>>,
+    buf: Vec<u8>,
+}
+
+impl<S: Socket> Driver<S> {
+    async fn run(mut self) {
+        loop {
+            let deadline = self
+                .node
+                .poll_timeout()
+                .map(|t| TokioInstant::from_std(self.clock.to_std(t)));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.socket.recv_from(&mut self.buf) => match r {
+                    Ok((n, from)) => {
+                        let now = now(&self.clock);
+                        // Malformed input is the core's to count; it changes nothing.
+                        let _ = self.node.handle_datagram(now, from, &self.buf[..n]);
+                    }
+                    Err(e) => {
+                        // ICMP errors (refused, unreachable) and the like concern one peer,
+                        // never the node.
+                        self.stats.recv_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "receive error");
+                    }
+                },
+                () = sleep => {
+                    let now = now(&self.clock);
+                    self.node.handle_timeout(now);
+                }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    // Every handle is gone: stop, as a crashed node would.
+                    None => return,
+                },
+            }
+            self.flush().await;
+            if self.node.has_left() {
+                for tx in self.leaving.drain(..) {
+                    let _ = tx.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = now(&self.clock);
+        match cmd {
+            Command::Bootstrap(tx) => {
+                let _ = tx.send(self.node.bootstrap(now).map_err(Error::from));
+            }
+            Command::Join(addr, tx) => match self.node.join(now, addr) {
+                Ok(()) => self.joins.push(tx),
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
+            Command::Route(key, app, payload, tx) => {
+                let _ = tx.send(self.node.route(now, key, app, payload).map_err(Error::from));
+            }
+            Command::Lookup(key, tx) => match self.node.lookup(now, key) {
+                Ok(id) => {
+                    self.lookups.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
+            Command::Inspect(f) => f(&self.node),
+            Command::Leave(tx) => {
+                self.node.leave(now);
+                self.leaving.push(tx);
+            }
+        }
+    }
+
+    /// After every input: send what the node produced, settle waiters, pass events on.
+    async fn flush(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+                // Too large, unreachable, no buffer space: that datagram is lost, like any
+                // datagram may be; the protocol's retransmissions deal with it.
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, to = %t.destination, "send error");
+            }
+        }
+        while let Some(e) = self.node.poll_event() {
+            match &e {
+                Event::Active => {
+                    for tx in self.joins.drain(..) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Event::JoinFailed => {
+                    for tx in self.joins.drain(..) {
+                        let _ = tx.send(Err(Error::JoinFailed));
+                    }
+                }
+                Event::LookupDone { id, root, hops, .. } => {
+                    if let Some(tx) = self.lookups.remove(id) {
+                        let _ = tx.send(Ok(Found {
+                            root: root.clone(),
+                            hops: *hops,
+                        }));
+                    }
+                }
+                Event::LookupFailed { id, .. } => {
+                    if let Some(tx) = self.lookups.remove(id) {
+                        let _ = tx.send(Err(Error::LookupFailed));
+                    }
+                }
+                _ => {}
+            }
+            if self.events.try_send(e).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Waiters whose caller went away (a timeout dropped the future) are forgotten.
+        self.lookups.retain(|_, tx| !tx.is_closed());
+    }
+}

@@ -423,6 +423,13 @@ impl<A: Address> Core<A> {
         if !self.is_active() {
             return;
         }
+        if self.leaf.is_empty() {
+            // Alone, after everyone it knew went silent (it may have been cut off rather than
+            // left behind): try now and then to join again through a node it knew, so that it
+            // finds its ring again when a partition heals.
+            self.check_isolation(now);
+            return;
+        }
         // Heartbeats go one way round the ring (as in MSPastry): each node tells its
         // counter-clockwise neighbour it is alive, and so hears from its clockwise one. The
         // node that misses a neighbour's heartbeats tells the leaf set, which covers the other
