@@ -96,6 +96,18 @@ pub trait Socket: Send + Sync + 'static {
     -> impl Future<Output = io::Result<usize>> + Send;
     /// The bound address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Receives a datagram if one is ready, without waiting (`WouldBlock` otherwise). The
+    /// driver reads in batches with it; the default never has one ready.
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let _ = buf;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    /// Sends a datagram if the socket can take it now (`WouldBlock` otherwise, and the driver
+    /// waits in [`Socket::send_to`]). The default always defers to `send_to`.
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let _ = (buf, to);
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl Socket for tokio::net::UdpSocket {
@@ -115,7 +127,16 @@ impl Socket for tokio::net::UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
     }
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::try_recv_from(self, buf)
+    }
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        tokio::net::UdpSocket::try_send_to(self, buf, to)
+    }
 }
+
+/// Datagrams or commands handled in one turn of the driver before it sends what they produced.
+const BATCH: usize = 64;
 
 /// Configures and binds a node.
 ///
@@ -427,37 +448,47 @@ struct Driver<S> {
 
 impl<S: Socket> Driver<S> {
     async fn run(mut self) {
+        // One timer, moved when the node's deadline moves (cheaper than a new one per turn).
+        let far = || TokioInstant::now() + Duration::from_secs(86_400 * 365);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
+        let mut armed: Option<TokioInstant> = None;
         loop {
             let deadline = self
                 .node
                 .poll_timeout()
                 .map(|t| TokioInstant::from_std(self.clock.to_std(t)));
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if deadline != armed {
+                sleep.as_mut().reset(deadline.unwrap_or_else(far));
+                armed = deadline;
+            }
             tokio::select! {
-                r = self.socket.recv_from(&mut self.buf) => match r {
-                    Ok((n, from)) => {
-                        let now = now(&self.clock);
-                        // Malformed input is the core's to count; it changes nothing.
-                        let _ = self.node.handle_datagram(now, from, &self.buf[..n]);
+                r = self.socket.recv_from(&mut self.buf) => {
+                    self.received(r);
+                    // More may be waiting: take them in the same turn.
+                    for _ in 1..BATCH {
+                        match self.socket.try_recv_from(&mut self.buf) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            r => self.received(r),
+                        }
                     }
-                    Err(e) => {
-                        // ICMP errors (refused, unreachable) and the like concern one peer,
-                        // never the node.
-                        self.stats.recv_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "receive error");
-                    }
-                },
-                () = sleep => {
+                }
+                () = &mut sleep => {
                     let now = now(&self.clock);
                     self.node.handle_timeout(now);
+                    // Fired: re-arm whatever the deadline is now.
+                    armed = None;
                 }
                 cmd = self.cmds.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        for _ in 1..BATCH {
+                            match self.cmds.try_recv() {
+                                Ok(cmd) => self.command(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     // Every handle is gone: stop, as a crashed node would.
                     None => return,
                 },
@@ -468,6 +499,22 @@ impl<S: Socket> Driver<S> {
                     let _ = tx.send(());
                 }
                 return;
+            }
+        }
+    }
+
+    fn received(&mut self, r: io::Result<(usize, SocketAddr)>) {
+        match r {
+            Ok((n, from)) => {
+                let now = now(&self.clock);
+                // Malformed input is the core's to count; it changes nothing.
+                let _ = self.node.handle_datagram(now, from, &self.buf[..n]);
+            }
+            Err(e) => {
+                // ICMP errors (refused, unreachable) and the like concern one peer, never the
+                // node.
+                self.stats.recv_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "receive error");
             }
         }
     }
@@ -506,7 +553,15 @@ impl<S: Socket> Driver<S> {
     /// After every input: send what the node produced, settle waiters, pass events on.
     async fn flush(&mut self) {
         while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+            let sent = match self.socket.try_send_to(&t.contents, t.destination) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket's buffer is full: wait for room (back-pressure: nothing else
+                    // is read meanwhile, so the core's bounded queues are the only buffer).
+                    self.socket.send_to(&t.contents, t.destination).await
+                }
+                r => r,
+            };
+            if let Err(e) = sent {
                 // Too large, unreachable, no buffer space: that datagram is lost, like any
                 // datagram may be; the protocol's retransmissions deal with it.
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);

@@ -672,6 +672,7 @@ impl<A: Address> Node<A> {
         }
         self.core.bootstrap = Some(bootstrap.clone());
         self.core.start_join(now, bootstrap, 0);
+        self.after_input(now);
         Ok(())
     }
 
