@@ -113,9 +113,11 @@ pub struct Report {
     pub fail_fraction: f64,
     /// Nodes failed at once.
     pub failed_nodes: usize,
-    /// Seconds from the mass failure until every leaf set matched the oracle and fewer than 1%
-    /// of routing-table entries named a dead node (`null`: not within the run).
+    /// Seconds from the mass failure until every leaf set matched the oracle again and at
+    /// least one maintenance period had passed (`null`: not within the run).
     pub repaired_after_s: Option<f64>,
+    /// Of all routing-table entries, the fraction naming a failed node at that time.
+    pub stale_table_fraction_at_repair: Option<f64>,
     /// For runs with a mass failure: lookups sent before it, right after it (within one failure
     /// timeout and heartbeat period, before the failure detector can have acted), while the
     /// overlay repairs itself, and after repair.
@@ -368,8 +370,9 @@ impl fmt::Display for Report {
             match self.repaired_after_s {
                 Some(s) => writeln!(
                     f,
-                    "  {} nodes failed; repaired {s:.0} s later",
-                    self.failed_nodes
+                    "  {} nodes failed; repaired {s:.0} s later ({:.2}% of table entries still stale)",
+                    self.failed_nodes,
+                    100.0 * self.stale_table_fraction_at_repair.unwrap_or(0.0)
                 )?,
                 None => writeln!(
                     f,
