@@ -212,16 +212,21 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         }
     }
 
-    /// Whether `key` lies within the arc the leaf set spans (from the farthest counter-clockwise
-    /// member to the farthest clockwise member, through us). Within it, the numerically closest
-    /// node is among the members and us.
+    /// Whether `key` lies within the span of either side: clockwise from us to the farthest
+    /// clockwise member, or counter-clockwise from us to the farthest counter-clockwise member.
+    /// Within it, the numerically closest node is among the members and us. Our own id is
+    /// always in range.
+    ///
+    /// The test is made per side rather than on the single arc from one far end to the other:
+    /// after failures a side may hold a node that lies beyond the opposite side's far end, and
+    /// the single arc would then no longer pass through us.
     pub fn in_range(&self, key: Id) -> bool {
         if self.covers_ring() {
             return true;
         }
-        let lo = self.ccw.last().map_or(self.own, |e| e.peer.id());
         let hi = self.cw.last().map_or(self.own, |e| e.peer.id());
-        key.in_cw_arc(lo, hi)
+        let lo = self.ccw.last().map_or(self.own, |e| e.peer.id());
+        key.in_cw_arc(self.own, hi) || key.in_cw_arc(lo, self.own)
     }
 
     /// The member numerically closest to `key`, skipping `exclude`.

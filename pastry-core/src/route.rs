@@ -83,6 +83,11 @@ pub fn next_hop<'a, A: Clone + PartialEq>(
     }
     let b = table.b();
     let p = own.shared_prefix_len(key, b);
+    if p >= Id::digit_count(b) {
+        // The key is our own id, which is always in range; kept as a guard for callers that
+        // pass a leaf set built for another id.
+        return NextHop::Local;
+    }
     if let Some(peer) = table.get(p, key.digit(p, b))
         && !peer.is_suspect()
         && Some(peer.id()) != exclude

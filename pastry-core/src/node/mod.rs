@@ -1280,6 +1280,9 @@ impl<A: Address> Core<A> {
                 return Err("leaf-set side not strictly ordered by distance");
             }
         }
+        if !self.leaf.in_range(own) {
+            return Err("own id outside the leaf set's range");
+        }
         self.table.check()?;
         if self.table.entries().any(|p| p.id() == own) {
             return Err("routing table holds our own id");
