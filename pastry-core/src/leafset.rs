@@ -244,7 +244,13 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         let d = self.dist(side, id);
         let entries = self.side(side);
         let pos = entries.partition_point(|e| self.dist(side, e.peer.id()) < d);
-        if pos >= self.half || self.holes[hole_index(side)] && d > self.dist(side.opposite(), id) {
+        // A side with a hole refuses a node from the far half of the ring only where it would
+        // extend the side: one nearer than a member the side already holds is a neighbour
+        // whichever way round it lies (small or sparse rings wrap legitimately).
+        let extends = pos == entries.len();
+        if pos >= self.half
+            || extends && self.holes[hole_index(side)] && d > self.dist(side.opposite(), id)
+        {
             return None;
         }
         Some(pos)
@@ -335,6 +341,11 @@ impl<A: Clone + PartialEq> LeafSet<A> {
             self.holes = [false; 2];
         }
         removed
+    }
+
+    /// Ends a side's hole: it takes nodes from anywhere again, as when it was last full.
+    pub(crate) fn close_hole(&mut self, side: Side) {
+        self.holes[hole_index(side)] = false;
     }
 
     /// Removes a member from both sides.

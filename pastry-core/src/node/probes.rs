@@ -602,6 +602,14 @@ impl<A: Address> Core<A> {
             for h in l.cw.iter().chain(l.ccw.iter()) {
                 self.consider_leaf_from(now, h, extend);
             }
+            if let Some(side) = extend
+                && self.pending_leaf.is_empty()
+            {
+                // The refill of that side learned nothing new: what the side holds is all the
+                // ring has there, so it stops refusing nodes from the far half (a sparse ring
+                // may have its next neighbour more than half the ring away).
+                self.leaf.close_hole(side);
+            }
         }
         for bytes in p.queued {
             self.transmit(sender.addr.clone(), bytes, true);
