@@ -54,7 +54,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Bound on outstanding probes.
     pub max_probes: usize,
-    /// New routing-table candidates a node may probe per maintenance round.
+    /// New routing-table candidates a node may probe per maintenance round, a quarter of them
+    /// for each row (every row has a budget of its own).
     pub maintenance_probes: usize,
     /// How long a lookup waits for its answer before it is sent again.
     pub lookup_timeout: Duration,
@@ -84,7 +85,7 @@ impl Default for Config {
             max_held: 1024,
             max_in_flight: 1024,
             max_probes: 512,
-            maintenance_probes: 16,
+            maintenance_probes: 64,
             lookup_timeout: Duration::from_secs(10),
             lookup_retries: 2,
             max_lookups: 1024,

@@ -12,6 +12,9 @@ use crate::{Address, Instant, LeafSet, NodeHandle, Peer};
 
 /// Joins a bootstrap node relays at once.
 pub(crate) const MAX_RELAYS: usize = 16;
+/// A newly active node may probe as many proximity candidates per row as this many
+/// maintenance rounds allow, for the rows its table entries send it.
+const JOIN_PNS_ROUNDS: u16 = 4;
 
 /// A join the bootstrap node is relaying: what the path sends for `joiner` goes on to it.
 pub(crate) struct Relay<A> {
@@ -404,6 +407,13 @@ impl<A: Address> Core<A> {
         let mt = self.jitter(self.cfg.maintenance_period / 5, 50);
         self.maintenance_at = now + mt;
         self.schedule(self.maintenance_at, TimerKind::Maintenance);
+        // Second phase of a locality-aware join: the rows came from the join path, whose
+        // nodes are near each other but not necessarily near us. Each entry of a row shares
+        // that row with us, and its own row holds nodes near it; asking every entry for its
+        // row (and probing what is nearer) brings the table close to what the neighbourhood
+        // knows. The entries hear of us in turn and consider us for their own tables.
+        self.pns_budget = super::pns_budget(&self.cfg).map(|n| n.saturating_mul(JOIN_PNS_ROUNDS));
+        self.ask_table_rows(now);
         self.retry_held(now, apps);
         self.reconsider_deferred(now);
     }

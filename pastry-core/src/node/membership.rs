@@ -493,11 +493,32 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// Asks every entry of each row that has a choice of candidates (the rows before
+    /// [`LAZY_ROWS`]) for its copy of that row.
+    pub(crate) fn ask_table_rows(&mut self, now: Instant) {
+        for row in 0..self.table.row_count().min(LAZY_ROWS) {
+            let hs: Vec<NodeHandle<A>> = self
+                .table
+                .row(row)
+                .filter(|p| !p.is_suspect())
+                .map(|p| p.handle.clone())
+                .collect();
+            for h in hs {
+                self.request_row(now, &h, row);
+            }
+        }
+    }
+
     fn request_row(&mut self, now: Instant, to: &NodeHandle<A>, row: usize) {
         let Ok(row) = u8::try_from(row) else { return };
         let base = wire::HEADER_LEN + 1 + 2;
-        let reply_max =
-            wire::HEADER_LEN + 1 + 2 + (1usize << self.cfg.b) * (16 + A::MAX_ENCODED_LEN);
+        // The reply, and the plain probes with which the node may measure us as a candidate
+        // for its own table.
+        let reply_max = wire::HEADER_LEN
+            + 1
+            + 2
+            + (1usize << self.cfg.b) * (16 + A::MAX_ENCODED_LEN)
+            + (1 + usize::from(self.cfg.probe_retries)) * super::probes::PLAIN_PROBE_LEN;
         let padding = self.padding_for(base, reply_max);
         let bytes = self.encode(Message::RowRequest { row, padding });
         self.send_verified(now, to, bytes, false);
@@ -536,7 +557,7 @@ impl<A: Address> Core<A> {
         }
     }
 
-    pub(crate) fn on_row_request(&mut self, sender: NodeHandle<A>, row: u8) {
+    pub(crate) fn on_row_request(&mut self, now: Instant, sender: NodeHandle<A>, row: u8) {
         let budget = self.budget_left(Some(sender.id), &sender.addr);
         let entries: Vec<NodeHandle<A>> = self
             .table
@@ -550,6 +571,10 @@ impl<A: Address> Core<A> {
                 break;
             }
         }
+        // The sender has us in that row, so we may belong in its: it is a candidate for our
+        // table like any node a row names (measured before it can displace an entry). This
+        // is how the nodes a newcomer asks learn of it; without it only empty cells would.
+        self.consider_table(now, &sender, true, false);
     }
 
     pub(crate) fn on_rows(&mut self, now: Instant, sender: NodeHandle<A>, rows: Vec<wire::Row<A>>) {
@@ -559,7 +584,13 @@ impl<A: Address> Core<A> {
         }
         self.consider_table(now, &sender, false, true);
         self.consider_leaf(now, &sender);
-        for (_, entries) in rows {
+        for (_, mut entries) in rows {
+            // The probe budget may not cover the whole row: start at a random column, so
+            // that no column is always the last to be considered.
+            if !entries.is_empty() {
+                let start = (self.random() % entries.len() as u64) as usize;
+                entries.rotate_left(start);
+            }
             for h in &entries {
                 self.consider_table(now, h, true, true);
                 self.consider_leaf(now, h);

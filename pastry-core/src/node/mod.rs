@@ -1211,7 +1211,7 @@ impl<A: Address> Core<A> {
             ),
             Message::JoinRequest { .. } => self.on_join_request(now, sender, len, apps),
             Message::JoinReply { root, leaf } => self.on_join_reply(now, sender, root, leaf, apps),
-            Message::RowRequest { row, .. } => self.on_row_request(sender, row),
+            Message::RowRequest { row, .. } => self.on_row_request(now, sender, row),
             Message::Rows { rows } => self.on_rows(now, sender, rows),
             Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
             Message::LookupRequest { nonce, key, .. } => {
