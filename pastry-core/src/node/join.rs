@@ -14,7 +14,7 @@ use crate::{Address, Instant, LeafSet, NodeHandle, Peer};
 pub(crate) const MAX_RELAYS: usize = 16;
 /// A newly active node may probe as many proximity candidates per row as this many
 /// maintenance rounds allow, for the rows its table entries send it.
-const JOIN_PNS_ROUNDS: u16 = 4;
+const JOIN_PNS_ROUNDS: u16 = 2;
 
 /// A join the bootstrap node is relaying: what the path sends for `joiner` goes on to it.
 pub(crate) struct Relay<A> {
@@ -402,15 +402,16 @@ impl<A: Address> Core<A> {
         let hb = self.jitter(self.cfg.heartbeat_period, 50);
         self.heartbeat_at = now + hb;
         self.schedule(self.heartbeat_at, TimerKind::Heartbeat);
-        // A new node's table holds only what its join path knew: refresh it soon, then
-        // every maintenance period.
-        let mt = self.jitter(self.cfg.maintenance_period / 5, 50);
+        // The second phase below refreshes the table at once; maintenance then runs every
+        // period (the first one at a random point of it, so that nodes that joined together
+        // do not keep maintaining in step).
+        let mt = self.jitter(self.cfg.maintenance_period, 100);
         self.maintenance_at = now + mt;
         self.schedule(self.maintenance_at, TimerKind::Maintenance);
         // Second phase of a locality-aware join: the rows came from the join path, whose
         // nodes are near each other but not necessarily near us. Each entry of a row shares
-        // that row with us, and its own row holds nodes near it; asking every entry for its
-        // row (and probing what is nearer) brings the table close to what the neighbourhood
+        // that row with us, and its own row holds nodes near it; asking the nearest entries for
+        // their rows (and probing what is nearer) brings the table close to what the neighbourhood
         // knows. The entries hear of us in turn and consider us for their own tables.
         self.pns_budget = super::pns_budget(&self.cfg).map(|n| n.saturating_mul(JOIN_PNS_ROUNDS));
         self.ask_table_rows(now);

@@ -18,6 +18,8 @@ const FILL_INTERVAL: core::time::Duration = core::time::Duration::from_secs(60);
 const MAX_DEFERRED: usize = 64;
 /// Routing-table rows from this one on take candidates without probing them first.
 const LAZY_ROWS: usize = 3;
+/// Entries of each row a newly active node asks for their row (the nearest first).
+const JOIN_ASK_PER_ROW: usize = 6;
 
 impl<A: Address> Core<A> {
     // ----- leaf-set views -----
@@ -493,17 +495,20 @@ impl<A: Address> Core<A> {
         }
     }
 
-    /// Asks every entry of each row that has a choice of candidates (the rows before
-    /// [`LAZY_ROWS`]) for its copy of that row.
+    /// Asks the nearest entries of each row that has a choice of candidates (the rows before
+    /// [`LAZY_ROWS`]) for their copy of that row: nodes near our nearest entries are the
+    /// likeliest to be near us.
     pub(crate) fn ask_table_rows(&mut self, now: Instant) {
         for row in 0..self.table.row_count().min(LAZY_ROWS) {
-            let hs: Vec<NodeHandle<A>> = self
+            let mut near: Vec<(u32, NodeHandle<A>)> = self
                 .table
                 .row(row)
                 .filter(|p| !p.is_suspect())
-                .map(|p| p.handle.clone())
+                .map(|p| (p.rtt.srtt_micros_or_max(), p.handle.clone()))
                 .collect();
-            for h in hs {
+            near.sort_unstable_by_key(|(rtt, h)| (*rtt, h.id));
+            near.truncate(JOIN_ASK_PER_ROW);
+            for (_, h) in near {
                 self.request_row(now, &h, row);
             }
         }
