@@ -53,13 +53,18 @@ impl<A: Address> Core<A> {
     /// set only once a probe is really under way (the probe table is bounded), so that a
     /// suspect is never left without a verdict.
     pub(crate) fn suspect(&mut self, now: Instant, node: &NodeHandle<A>, noticed: bool) {
+        let purpose = P_LIVE | if noticed { P_NOTICED } else { 0 };
+        self.suspect_for(now, node, purpose);
+    }
+
+    /// [`Core::suspect`] with the probe's purposes given.
+    fn suspect_for(&mut self, now: Instant, node: &NodeHandle<A>, purpose: u8) {
         let here = |p: &Peer<A>| p.handle.addr == node.addr;
         let known =
             self.leaf.get(node.id).is_some_and(here) || self.table.find(node.id).is_some_and(here);
         if !known {
             return;
         }
-        let purpose = P_LIVE | if noticed { P_NOTICED } else { 0 };
         if !self.probe(now, node, purpose, &[], false) {
             return;
         }
@@ -452,7 +457,12 @@ impl<A: Address> Core<A> {
                 e.peer.is_suspect(),
             );
             if silent && !suspect {
-                self.suspect(now, &handle, false);
+                // Silent, yet perhaps alive: its heartbeats go to the node it takes for its
+                // counter-clockwise neighbour, which may not be us (it may have dropped us
+                // after losing our datagrams). The probe that checks on it also exchanges
+                // leaf sets, so that if it answers, each learns what the other knows; a plain
+                // probe would leave us with a stale leaf set for good.
+                self.suspect_for(now, &handle, P_LIVE | P_LEAF);
             }
         }
         self.repair_asked = [None, None];

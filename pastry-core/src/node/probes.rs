@@ -522,14 +522,7 @@ impl<A: Address> Core<A> {
             // Not verified: the plain reply carries a token; a leaf-set probe that echoes it
             // is taken.
             Some(_) => {}
-            None => {
-                self.consider_table(now, &sender, false, false);
-                // A node that belongs in our leaf set but probes us plainly (it checks on a
-                // neighbour, or measures a candidate) may be one we dropped, say after losing
-                // its heartbeats: exchange leaf sets with it, or it may never hear of the
-                // nodes that replaced it in ours.
-                self.consider_leaf(now, &sender);
-            }
+            None => self.consider_table(now, &sender, false, false),
         }
         if verified {
             for f in failed {
