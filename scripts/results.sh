@@ -44,6 +44,7 @@ for entry in "${scenarios[@]}"; do
   "$sim" $args --json "$out/$name/report.json" --plot "$out/$name" \
     | tee "$out/$name/summary.txt"
   echo "pastry-sim $args" > "$out/$name/command.txt"
+  git rev-parse --short HEAD > "$out/$name/commit.txt" 2>/dev/null || true
 done
 
 python3 scripts/results_md.py "$out" > docs/results.md

@@ -210,4 +210,21 @@ if r:
     w(f"correct, {r['incorrect']} incorrect, {r['lost']} lost; mean {r['hops_mean']:.3f} hops.")
     w("")
 
+runs = []
+for name in sorted(os.listdir(root)):
+    c = os.path.join(root, name, "commit.txt")
+    if os.path.exists(c):
+        with open(c) as f:
+            runs.append((name, f.read().strip()))
+if runs:
+    w("## Provenance")
+    w("")
+    w("The commit each scenario ran at (scenarios are rerun one by one as the code changes):")
+    w("")
+    w("| scenario | commit |")
+    w("|---|---|")
+    for name, commit in runs:
+        w(f"| {name} | `{commit}` |")
+    w("")
+
 print("\n".join(lines))
