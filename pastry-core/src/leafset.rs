@@ -486,6 +486,47 @@ mod tests {
         assert!(!leaf.would_accept(Id::new(1040)));
     }
 
+    /// A point `f` of the way round the ring.
+    fn at(f: f64) -> u128 {
+        (f * 2f64.powi(128)) as u128
+    }
+
+    #[test]
+    fn a_side_with_a_hole_still_takes_a_nearer_node_from_the_far_half() {
+        // Own id at 0.5 of the ring, L = 4. B (0.8) and A (0.85) lie more than half the ring
+        // away counter-clockwise, yet are the nearest nodes on that side.
+        let mut leaf = LeafSet::new(Id::new(at(0.5)), 4);
+        for f in [0.85, 0.8, 0.55] {
+            leaf.insert(peer(at(f)), Instant::ZERO);
+        }
+        assert_eq!(ids(&leaf, Side::Ccw), vec![at(0.85), at(0.8)]);
+        // A fails: the full counter-clockwise side now has a hole.
+        leaf.remove_departed(Id::new(at(0.85)));
+        assert_eq!(ids(&leaf, Side::Ccw), vec![at(0.8)]);
+        // E (0.9) is nearer counter-clockwise than B, which the side holds: it is our nearest
+        // neighbour on that side, though it too lies in the far half.
+        assert!(leaf.would_accept(Id::new(at(0.9))));
+        leaf.insert(peer(at(0.9)), Instant::ZERO);
+        assert_eq!(ids(&leaf, Side::Ccw), vec![at(0.9), at(0.8)]);
+        assert!(leaf.in_range(Id::new(at(0.5))));
+    }
+
+    #[test]
+    fn a_side_with_a_hole_does_not_extend_into_the_far_half() {
+        // Own id at 0.5, L = 4; the counter-clockwise side is full with near nodes, then
+        // loses one. A node beyond the side's remaining member and nearer going clockwise
+        // is not taken on the counter-clockwise side until the hole closes.
+        let mut leaf = LeafSet::new(Id::new(at(0.5)), 4);
+        for f in [0.45, 0.4, 0.55, 0.6] {
+            leaf.insert(peer(at(f)), Instant::ZERO);
+        }
+        leaf.remove_departed(Id::new(at(0.45)));
+        assert_eq!(ids(&leaf, Side::Ccw), vec![at(0.4)]);
+        assert!(!leaf.would_accept(Id::new(at(0.9))));
+        leaf.close_hole(Side::Ccw);
+        assert!(leaf.would_accept(Id::new(at(0.9))));
+    }
+
     #[test]
     fn small_ring_overlaps_and_covers() {
         let mut leaf = LeafSet::new(Id::new(0), 16);
