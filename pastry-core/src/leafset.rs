@@ -108,7 +108,8 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         self.half
     }
 
-    fn dist(&self, side: Side, id: Id) -> u128 {
+    /// Distance from us to `id` going round the ring in the direction of `side`.
+    pub(crate) fn dist(&self, side: Side, id: Id) -> u128 {
         match side {
             Side::Cw => self.own.cw_distance(id),
             Side::Ccw => id.cw_distance(self.own),

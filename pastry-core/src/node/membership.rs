@@ -213,13 +213,9 @@ impl<A: Address> Core<A> {
             return false;
         }
         let open = !self.is_active() || self.leaf.covers_ring();
-        let own = self.me.id;
         let half = self.leaf.half();
         [Side::Cw, Side::Ccw].into_iter().any(|side| {
-            let dist = |x: Id| match side {
-                Side::Cw => own.cw_distance(x),
-                Side::Ccw => x.cw_distance(own),
-            };
+            let dist = |x: Id| self.leaf.dist(side, x);
             let n = self.leaf.side_peers(side).len();
             let far = self.leaf.farthest(side).map(|p| dist(p.id()));
             match far {
@@ -269,13 +265,9 @@ impl<A: Address> Core<A> {
         if !self.leaf_fits(id, extend) {
             return false;
         }
-        let own = self.me.id;
         let half = self.leaf.half();
         [Side::Cw, Side::Ccw].into_iter().any(|side| {
-            let dist = |x: Id| match side {
-                Side::Cw => own.cw_distance(x),
-                Side::Ccw => x.cw_distance(own),
-            };
+            let dist = |x: Id| self.leaf.dist(side, x);
             let d = dist(id);
             let closer = self
                 .leaf

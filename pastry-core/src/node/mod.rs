@@ -1272,10 +1272,7 @@ impl<A: Address> Core<A> {
             if ids.contains(&own) {
                 return Err("leaf set holds our own id");
             }
-            let dist = |id: Id| match side {
-                Side::Cw => own.cw_distance(id),
-                Side::Ccw => id.cw_distance(own),
-            };
+            let dist = |id: Id| self.leaf.dist(side, id);
             if ids.windows(2).any(|w| dist(w[0]) >= dist(w[1])) {
                 return Err("leaf-set side not strictly ordered by distance");
             }
