@@ -2,6 +2,12 @@
 //! acknowledged), beside a raw tokio UDP ping-pong measured in the same run, with the same
 //! number of messages in flight. Prints both rates and their ratio.
 //!
+//! Each side's sending loop runs twice: in a task on the runtime's workers (as in a server,
+//! where the work happens in spawned tasks), and on the thread that calls `block_on` (as the
+//! body of `#[tokio::main]`). That thread is not a worker, so every hand-off to it costs a
+//! thread wake-up; a routed message has two (the answer to `route` and the delivery event)
+//! where a raw round trip has one.
+//!
 //! `cargo bench -p pastry-tokio --bench loopback` (add `-- --messages N` to change the count).
 
 use std::time::{Duration, Instant};
@@ -120,16 +126,31 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (mut raw, mut pastry) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        raw.push(rt.block_on(ping_pong(count)));
-        pastry.push(rt.block_on(routed(count)));
-    }
-    let (raw, pastry) = (median(raw), median(pastry));
     println!("loopback, {count} messages of 64 bytes, {WINDOW} in flight, median of 5 runs:");
-    println!("  raw tokio UDP ping-pong:           {raw:>10.0} round trips/s");
-    println!(
-        "  pastry-tokio routed to the root:   {pastry:>10.0} messages/s (each hop acknowledged)"
-    );
-    println!("  ratio: {:.2}", pastry / raw);
+    for spawned in [true, false] {
+        let (mut raw, mut pastry) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            if spawned {
+                raw.push(rt.block_on(async { tokio::spawn(ping_pong(count)).await.unwrap() }));
+                pastry.push(rt.block_on(async { tokio::spawn(routed(count)).await.unwrap() }));
+            } else {
+                raw.push(rt.block_on(ping_pong(count)));
+                pastry.push(rt.block_on(routed(count)));
+            }
+        }
+        let (raw, pastry) = (median(raw), median(pastry));
+        println!(
+            "{}",
+            if spawned {
+                "sender in a spawned task:"
+            } else {
+                "sender on the block_on thread:"
+            }
+        );
+        println!("  raw tokio UDP ping-pong:           {raw:>10.0} round trips/s");
+        println!(
+            "  pastry-tokio routed to the root:   {pastry:>10.0} messages/s (each hop acknowledged)"
+        );
+        println!("  ratio: {:.2}", pastry / raw);
+    }
 }
