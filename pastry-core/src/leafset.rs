@@ -70,10 +70,11 @@ pub struct LeafSet<A> {
     half: usize,
     cw: Half<A>,
     ccw: Half<A>,
-    /// Per side (cw, ccw): the side was full and lost a member that failed or left. Until it
-    /// is full again it takes only nodes from its own half of the ring: a ring that filled a
-    /// side is larger than the leaf set, so the nodes "nearest" going the long way round are
-    /// not neighbours, however few the side holds for now.
+    /// Per side (cw, ccw): the side was full and lost a member that failed or left, or it
+    /// belongs to a node joining a ring larger than a leaf set and is not full yet. Until it
+    /// is full it takes only nodes from its own half of the ring: in a ring larger than the
+    /// leaf set the nodes "nearest" going the long way round are not neighbours, however few
+    /// the side holds for now.
     holes: [bool; 2],
 }
 
@@ -344,6 +345,21 @@ impl<A: Clone + PartialEq> LeafSet<A> {
         removed
     }
 
+    /// Marks every side short of L/2 members as having a hole: for a node joining a ring that
+    /// is known to be larger than a leaf set, before its sides fill.
+    pub(crate) fn hole_short_sides(&mut self) {
+        for side in [Side::Cw, Side::Ccw] {
+            if self.side(side).len() < self.half {
+                self.holes[hole_index(side)] = true;
+            }
+        }
+    }
+
+    /// Whether a side has a hole (see [`LeafSet`]'s holes).
+    pub(crate) fn has_hole(&self, side: Side) -> bool {
+        self.holes[hole_index(side)]
+    }
+
     /// Ends a side's hole: it takes nodes from anywhere again, as when it was last full.
     pub(crate) fn close_hole(&mut self, side: Side) {
         self.holes[hole_index(side)] = false;
@@ -526,6 +542,33 @@ mod tests {
         assert!(!leaf.would_accept(Id::new(at(0.9))));
         leaf.close_hole(Side::Ccw);
         assert!(leaf.would_accept(Id::new(at(0.9))));
+    }
+
+    #[test]
+    fn a_joining_nodes_short_sides_keep_to_their_own_half_until_full() {
+        // Own id at 0.5, L = 4, joining a ring known to be larger than a leaf set. Without
+        // holes, an empty side takes any node, however far round the ring it lies: 0.9 (0.4
+        // of the ring away clockwise, 0.6 counter-clockwise) lands on both sides.
+        let mut open = LeafSet::new(Id::new(at(0.5)), 4);
+        open.insert(peer(at(0.9)), Instant::ZERO);
+        assert_eq!(ids(&open, Side::Ccw), vec![at(0.9)]);
+        let mut leaf = LeafSet::new(Id::new(at(0.5)), 4);
+        leaf.hole_short_sides();
+        assert!(leaf.has_hole(Side::Cw) && leaf.has_hole(Side::Ccw));
+        // With holes it joins only the clockwise side, in whose half of the ring it lies.
+        leaf.insert(peer(at(0.9)), Instant::ZERO);
+        assert_eq!(ids(&leaf, Side::Ccw), Vec::<u128>::new());
+        assert_eq!(ids(&leaf, Side::Cw), vec![at(0.9)]);
+        // 0.2 lies 0.7 of the way round clockwise, in the far half: the short clockwise side
+        // does not extend to it, the counter-clockwise side (0.3 away) takes it.
+        leaf.insert(peer(at(0.2)), Instant::ZERO);
+        assert_eq!(ids(&leaf, Side::Cw), vec![at(0.9)]);
+        assert_eq!(ids(&leaf, Side::Ccw), vec![at(0.2)]);
+        // Filling a side ends its hole: from then on it holds the nearest nodes, wherever.
+        leaf.insert(peer(at(0.6)), Instant::ZERO);
+        assert_eq!(ids(&leaf, Side::Cw), vec![at(0.6), at(0.9)]);
+        assert!(!leaf.has_hole(Side::Cw));
+        assert!(leaf.has_hole(Side::Ccw));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{Apps, Core, Event, Phase, RouteFailure, TimerKind};
 use crate::app::LeafChange;
 use crate::peer::CONFIRMED;
 use crate::wire::{self, LeafSetMsg, Message, RouteBody, RouteMsg};
-use crate::{Address, Instant, LeafSet, NodeHandle, Peer};
+use crate::{Address, Instant, LeafSet, NodeHandle, Peer, Side};
 
 /// Joins a bootstrap node relays at once.
 pub(crate) const MAX_RELAYS: usize = 16;
@@ -264,6 +264,18 @@ impl<A: Address> Core<A> {
             return;
         }
         *replied = true;
+        let half = self.leaf.half();
+        if roots_view.side_peers(Side::Cw).len() >= half
+            && roots_view.side_peers(Side::Ccw).len() >= half
+            && !roots_view.covers_ring()
+        {
+            // The root's sides are full and do not meet: the ring is larger than a leaf set.
+            // Until a side fills, it must not take nodes that are near only going the long
+            // way round. Otherwise each answer from such a node names one a little "nearer"
+            // still, and the side walks round the ring probing, never settling, so the join
+            // never completes.
+            self.leaf.hole_short_sides();
+        }
         // The leaf set this node should have, as far as the root knows: probe each member.
         let mut view: LeafSet<A> = LeafSet::new(self.me.id, self.cfg.leaf_set_size);
         for h in core::iter::once(&root)

@@ -212,16 +212,25 @@ impl<A: Address> Core<A> {
         if id == self.me.id || self.leaf.contains(id) {
             return false;
         }
-        let open = !self.is_active() || self.leaf.covers_ring();
+        let covers = self.leaf.covers_ring();
+        let joining = !self.is_active();
         let half = self.leaf.half();
         [Side::Cw, Side::Ccw].into_iter().any(|side| {
             let dist = |x: Id| self.leaf.dist(side, x);
             let n = self.leaf.side_peers(side).len();
             let far = self.leaf.farthest(side).map(|p| dist(p.id()));
+            // A joining node's sides take any node until they fill, unless the ring is known
+            // to be larger than a leaf set (a hole): then only where the side would take it.
+            let open = covers || joining && !self.leaf.has_hole(side);
             match far {
+                None if joining && self.leaf.has_hole(side) => self.leaf.would_accept(id),
                 None => true,
                 Some(far) if n >= half => dist(id) < far,
-                Some(far) => open || extend == Some(side) || dist(id) <= far,
+                Some(far) => {
+                    open || extend == Some(side)
+                        || dist(id) <= far
+                        || joining && self.leaf.would_accept(id)
+                }
             }
         })
     }
