@@ -237,6 +237,57 @@ fn five_percent_loss_still_delivers_every_lookup_correctly() {
     assert_eq!((s.delivered, s.correct), (s.sent, s.sent), "seed {seed}");
 }
 
+#[test]
+fn a_live_neighbour_found_dead_through_loss_is_taken_back_at_once() {
+    // Every datagram is lost until some node declares its clockwise neighbour dead; then the
+    // network heals. The neighbour is alive: it must be back in that node's leaf set within a
+    // few seconds, not after its own next heartbeat (up to 30 s) or silence check.
+    let seed = 41;
+    let mut net = grown(seed, 24, Config::default());
+    net.run_for(Duration::from_secs(60));
+    let nodes = net.active_addrs();
+    let neighbours: Vec<(Addr, Id)> = nodes
+        .iter()
+        .map(|&a| {
+            let n = net.node(a).expect("active nodes run");
+            let cw = n
+                .leaf_set()
+                .neighbour(pastry_core::Side::Cw)
+                .expect("a neighbour");
+            (a, cw.id())
+        })
+        .collect();
+    net.set_loss(1.0);
+    let start = net.now();
+    let (a, b) = loop {
+        net.run_for(Duration::from_millis(50));
+        let dropped = neighbours.iter().find(|(a, b)| {
+            !net.node(*a)
+                .expect("nobody is killed")
+                .leaf_set()
+                .contains(*b)
+        });
+        if let Some(&found) = dropped {
+            break found;
+        }
+        assert!(
+            net.now() - start < Duration::from_secs(300),
+            "seed {seed}: no neighbour declared dead"
+        );
+    };
+    net.set_loss(0.0);
+    let healed = net.now();
+    println!(
+        "seed {seed}: node {a} dropped its neighbour {b:?} after {:?} of total loss",
+        healed - start
+    );
+    net.run_for(Duration::from_secs(4));
+    assert!(
+        net.node(a).expect("running").leaf_set().contains(b),
+        "seed {seed}: node {a} has not taken its live neighbour back 4 s after the loss ended"
+    );
+}
+
 fn scenario_digest(seed: u64) -> (u64, u64, Instant) {
     let mut cfg = NetConfig::with_seed(seed);
     cfg.loss = 0.02;

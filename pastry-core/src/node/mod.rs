@@ -1163,6 +1163,24 @@ impl<A: Address> Core<A> {
             }
             return;
         }
+        if matches!(
+            d.message,
+            Message::Route(_)
+                | Message::Ack { .. }
+                | Message::Direct { .. }
+                | Message::Probe { leaf: None, .. }
+        ) && self.is_active()
+            && !self.leaf.contains(sender.id)
+            && self.recently_dead(sender.id, now)
+            && self.leaf_fits(sender.id, None)
+            && !self.probes.contains_key(&sender.addr)
+        {
+            // A node we declared dead routes through us or probes us: it is alive after all
+            // (our probes or its answers were lost). Where it belongs in our leaf set, exchange leaf
+            // sets now rather than when its silence makes it check on us, up to a heartbeat
+            // period and a failure timeout later, while we deliver keys that are its.
+            self.probe(now, &sender, probes::P_LEAF, &[], false);
+        }
         match d.message {
             Message::Probe {
                 nonce,

@@ -664,8 +664,19 @@ impl<A: Address> Core<A> {
         }
         // A failure notice comes from a node that has probed the suspect through all its
         // retries already: one retry here is enough to guard against a lost datagram.
+        let candidate_only = p.purpose == P_TABLE
+            && p.flights.is_empty()
+            && p.queued.is_empty()
+            && p.id
+                .is_none_or(|id| !self.leaf.contains(id) && self.table.find(id).is_none());
         let retries = if p.purpose & P_NOTICED != 0 {
             self.cfg.probe_retries.min(1)
+        } else if candidate_only {
+            // Only a candidate for the routing table, which nothing waits on: one that does
+            // not answer at once is not worth more datagrams. Under churn, rows name many
+            // nodes that have died since, and retrying each of them was a large share of all
+            // probes.
+            0
         } else {
             self.cfg.probe_retries
         };
@@ -692,7 +703,18 @@ impl<A: Address> Core<A> {
         if let Some(id) = p.id
             && (known(self.leaf.get(id)) || known(self.table.find(id)))
         {
+            let neighbour = [Side::Cw, Side::Ccw]
+                .into_iter()
+                .any(|s| self.leaf.neighbour(s).is_some_and(|q| q.id() == id));
             self.declare_dead(now, id, apps);
+            if neighbour {
+                // Our ring neighbour, found dead by losing every attempt: on a lossy path that
+                // happens to live nodes too, and it would then wait for its own silence check
+                // (a heartbeat period and a failure timeout) before exchanging leaf sets again,
+                // while we deliver the keys that are its. One more leaf-set probe brings it
+                // back at once if it is alive; a dead one costs a few datagrams.
+                self.probe(now, &NodeHandle::new(id, addr.clone()), P_LEAF, &[], false);
+            }
         }
         for seq in p.flights {
             self.flight_failed(now, seq, apps);
