@@ -354,11 +354,23 @@ fn arb_message() -> impl Strategy<Value = Message<SocketAddr>> {
         (0u16..100).prop_map(|padding| Message::JoinRequest { padding }),
         (arb_handle(), arb_leaf()).prop_map(|(root, leaf)| Message::JoinReply { root, leaf }),
         (0u8..128, 0u16..300).prop_map(|(row, padding)| Message::RowRequest { row, padding }),
-        prop::collection::vec(
-            (0u8..128, prop::collection::vec(arb_handle(), 0..=16)),
-            0..8
+        (
+            prop::collection::vec(
+                (0u8..128, prop::collection::vec(arb_handle(), 0..=16)),
+                0..8
+            ),
+            any::<bool>(),
+            any::<u16>()
         )
-        .prop_map(|rows| Message::Rows { rows }),
+            .prop_map(|(rows, hinted, base)| {
+                let n: usize = rows.iter().map(|(_, e)| e.len()).sum();
+                let hints = if hinted {
+                    (0..n).map(|i| base.wrapping_add(i as u16)).collect()
+                } else {
+                    Vec::new()
+                };
+                Message::Rows { rows, hints }
+            }),
         (any::<u32>(), arb_leaf()).prop_map(|(seq, leaf)| Message::Leave { seq, leaf }),
     ]
 }

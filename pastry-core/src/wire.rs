@@ -19,6 +19,10 @@ pub const HEADER_LEN: usize = 3 + 16;
 pub const MAX_LEAF_SIDE: usize = 32;
 /// Most failed ids one probe may carry.
 pub const MAX_FAILED: usize = 64;
+/// A round-trip hint in a `Rows` message for an entry whose round trip the sender does not
+/// know (or that is 6.5 s or more).
+pub const RTT_UNKNOWN: u16 = u16::MAX;
+
 /// Most rows a `Rows` message may carry (b = 1 gives 128 rows).
 pub const MAX_ROWS: usize = 128;
 /// Most entries a routing-table row may carry on the wire (b <= 4).
@@ -340,6 +344,11 @@ pub enum Message<A> {
     Rows {
         /// `(row index, entries)` pairs.
         rows: Vec<Row<A>>,
+        /// The sender's round-trip estimate to each entry, in the entries' order, in units of
+        /// 100 µs ([`RTT_UNKNOWN`] where it has none); empty when not given. A receiver looking
+        /// for nearer table entries uses them to skip candidates that cannot be nearer than
+        /// what it has (triangle inequality), instead of probing each.
+        hints: Vec<u16>,
     },
     /// The sender is leaving the overlay. Its leaf set names each receiver's replacement.
     Leave {
@@ -660,7 +669,7 @@ pub fn max_route_payload(max_datagram_size: usize, max_addr_len: usize) -> usize
 pub fn min_datagram_size(config: &Config, max_addr_len: usize) -> usize {
     let handle = 16 + max_addr_len;
     let probe = HEADER_LEN + 4 + 4 + 1 + 2 + config.leaf_set_size * handle + 1 + 16 + 2;
-    let row = HEADER_LEN + 1 + 2 + ((1usize << config.b) - 1) * handle;
+    let row = HEADER_LEN + 1 + 2 + 2 + ((1usize << config.b) - 1) * (handle + 2);
     let join = route_overhead(max_addr_len) + handle + 1 + 4;
     let join_state =
         route_overhead(max_addr_len) + 4 + handle + 1 + 1 + 2 + config.leaf_set_size * handle;
@@ -781,7 +790,13 @@ impl<A: Address> Datagram<A> {
                 out.push(*row);
                 put_padding(out, *padding);
             }
-            Message::Rows { rows } => put_rows(out, rows),
+            Message::Rows { rows, hints } => {
+                put_rows(out, rows);
+                out.extend_from_slice(&(hints.len() as u16).to_be_bytes());
+                for h in hints {
+                    out.extend_from_slice(&h.to_be_bytes());
+                }
+            }
         }
     }
 
@@ -950,7 +965,18 @@ impl<A: Address> Datagram<A> {
                 let padding = r.padding()?;
                 Message::RowRequest { row, padding }
             }
-            T_ROWS => Message::Rows { rows: r.rows()? },
+            T_ROWS => {
+                let rows = r.rows()?;
+                let n = usize::from(r.u16()?);
+                if n != 0 && n != rows.iter().map(|(_, e)| e.len()).sum::<usize>() {
+                    return Err(DecodeError::Invalid("row hints"));
+                }
+                let mut hints = Vec::with_capacity(n.min(r.buf.len() / 2));
+                for _ in 0..n {
+                    hints.push(r.u16()?);
+                }
+                Message::Rows { rows, hints }
+            }
             T_LEAVE => Message::Leave {
                 seq: r.u32()?,
                 leaf: r.leaf()?,
@@ -994,23 +1020,55 @@ impl<A: Address> Datagram<A> {
 /// assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= 120));
 /// ```
 pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> Vec<Vec<u8>> {
+    encode_rows_hinted(sender, rows, &[], max_len)
+}
+
+/// [`encode_rows`] with a round-trip hint per entry (`hints` in the entries' order, or empty
+/// for none); each datagram carries the hints of its own entries.
+/// ```
+/// use pastry_core::wire::{encode_rows_hinted, Datagram, Message, Row};
+/// use pastry_core::{Id, NodeHandle};
+/// let rows: Vec<Row<u32>> = vec![(0, (1..=15).map(|i| NodeHandle::new(Id::new(i), i as u32)).collect())];
+/// let hints: Vec<u16> = (1..=15).collect();
+/// let parts = encode_rows_hinted(Id::new(99), &rows, &hints, 200);
+/// let mut seen = Vec::new();
+/// for p in &parts {
+///     assert!(p.len() <= 200);
+///     if let Message::Rows { hints, .. } = Datagram::<u32>::decode(p, 200).unwrap().message {
+///         seen.extend(hints);
+///     }
+/// }
+/// assert_eq!(seen, hints);
+/// ```
+pub fn encode_rows_hinted<A: Address>(
+    sender: Id,
+    rows: &[Row<A>],
+    hints: &[u16],
+    max_len: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut current: Vec<Row<A>> = Vec::new();
-    let mut size = HEADER_LEN + 1;
-    let flush = |current: &mut Vec<Row<A>>, out: &mut Vec<Vec<u8>>| {
-        if !current.is_empty() {
-            let d = Datagram::new(
-                sender,
-                Message::Rows {
-                    rows: core::mem::take(current),
-                },
-            );
-            out.push(d.to_bytes());
-        }
-    };
+    let mut current_hints: Vec<u16> = Vec::new();
+    let hinted = !hints.is_empty();
+    let mut hint_iter = hints.iter().copied();
+    let base = HEADER_LEN + 1 + 2;
+    let mut size = base;
+    let flush =
+        |current: &mut Vec<Row<A>>, current_hints: &mut Vec<u16>, out: &mut Vec<Vec<u8>>| {
+            if !current.is_empty() {
+                let d = Datagram::new(
+                    sender,
+                    Message::Rows {
+                        rows: core::mem::take(current),
+                        hints: core::mem::take(current_hints),
+                    },
+                );
+                out.push(d.to_bytes());
+            }
+        };
     for (r, entries) in rows {
         for h in entries {
-            let hl = handle_len(h);
+            let hl = handle_len(h) + if hinted { 2 } else { 0 };
             let open_row = current.last().is_some_and(|(lr, _)| lr == r);
             let need = hl + if open_row { 0 } else { 2 };
             if size + need > max_len
@@ -1019,8 +1077,8 @@ pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> V
                     .is_some_and(|(lr, e)| lr == r && e.len() >= MAX_ROW_ENTRIES)
                 || (!open_row && current.len() >= MAX_ROWS)
             {
-                flush(&mut current, &mut out);
-                size = HEADER_LEN + 1;
+                flush(&mut current, &mut current_hints, &mut out);
+                size = base;
             }
             if current.last().is_none_or(|(lr, _)| lr != r) {
                 current.push((*r, Vec::new()));
@@ -1029,10 +1087,13 @@ pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> V
             if let Some((_, e)) = current.last_mut() {
                 e.push(h.clone());
             }
+            if hinted {
+                current_hints.push(hint_iter.next().unwrap_or(RTT_UNKNOWN));
+            }
             size += hl;
         }
     }
-    flush(&mut current, &mut out);
+    flush(&mut current, &mut current_hints, &mut out);
     out
 }
 
@@ -1040,6 +1101,35 @@ pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> V
 mod tests {
     use super::*;
     use core::net::SocketAddr;
+
+    #[test]
+    fn row_hints_must_match_the_entries() {
+        let rows = vec![(0u8, vec![h(1, 1), h(2, 2)])];
+        let good = Datagram::new(
+            Id::new(9),
+            Message::Rows {
+                rows: rows.clone(),
+                hints: vec![10, 20],
+            },
+        )
+        .to_bytes();
+        assert!(matches!(
+            Datagram::<SocketAddr>::decode(&good, 1400).map(|d| d.message),
+            Ok(Message::Rows { hints, .. }) if hints == [10, 20]
+        ));
+        let bad = Datagram::new(
+            Id::new(9),
+            Message::Rows {
+                rows,
+                hints: vec![10],
+            },
+        )
+        .to_bytes();
+        assert_eq!(
+            Datagram::<SocketAddr>::decode(&bad, 1400).map(|_| ()),
+            Err(DecodeError::Invalid("row hints"))
+        );
+    }
 
     fn h(id: u128, port: u16) -> NodeHandle<SocketAddr> {
         NodeHandle::new(
@@ -1166,6 +1256,11 @@ mod tests {
             Message::RowRequest { row: 3, padding: 2 },
             Message::Rows {
                 rows: vec![(0, vec![h(5, 5)]), (1, vec![])],
+                hints: Vec::new(),
+            },
+            Message::Rows {
+                rows: vec![(0, vec![h(5, 5), h(6, 6)]), (2, vec![h(7, 7)])],
+                hints: vec![1, RTT_UNKNOWN, 0],
             },
             Message::Leave {
                 seq: 1,
@@ -1275,7 +1370,7 @@ mod tests {
             for p in &parts {
                 assert!(p.len() <= max, "{} > {max}", p.len());
                 match Datagram::<SocketAddr>::decode(p, max).unwrap().message {
-                    Message::Rows { rows } => {
+                    Message::Rows { rows, .. } => {
                         for (r, e) in rows {
                             seen.extend(e.into_iter().map(|h| (r, h)));
                         }

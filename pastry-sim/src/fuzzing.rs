@@ -340,9 +340,18 @@ impl NodeStep {
                         padding: u16::from(rows[1].0),
                     }
                 } else {
-                    Message::Rows {
-                        rows: rows.iter().map(|(r, p)| (r % 40, p.handles())).collect(),
-                    }
+                    let rows: Vec<_> = rows.iter().map(|(r, p)| (r % 40, p.handles())).collect();
+                    // Round-trip hints from nothing (odd first row index) to arbitrary values.
+                    let hints = if rows.first().is_some_and(|(r, _)| r % 2 == 1) {
+                        Vec::new()
+                    } else {
+                        rows.iter()
+                            .flat_map(|(r, e)| {
+                                (0..e.len()).map(move |i| u16::from(*r) * 97 + i as u16 * 13)
+                            })
+                            .collect()
+                    };
+                    Message::Rows { rows, hints }
                 },
             ),
             NodeStep::Leave { peer, seq, cw, ccw } => (

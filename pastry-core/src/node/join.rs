@@ -147,7 +147,7 @@ impl<A: Address> Core<A> {
                 - 1;
             for part in wire::encode_rows(self.me.id, &rows, room + wire::HEADER_LEN + 1) {
                 if let Ok(d) = wire::Datagram::<A>::decode(&part, usize::MAX)
-                    && let Message::Rows { rows } = d.message
+                    && let Message::Rows { rows, .. } = d.message
                 {
                     bodies.push(RouteBody::JoinState {
                         tag,

@@ -533,7 +533,8 @@ impl<A: Address> Core<A> {
         let reply_max = wire::HEADER_LEN
             + 1
             + 2
-            + (1usize << self.cfg.b) * (16 + A::MAX_ENCODED_LEN)
+            + 2
+            + (1usize << self.cfg.b) * (16 + A::MAX_ENCODED_LEN + 2)
             + (1 + usize::from(self.cfg.probe_retries)) * super::probes::PLAIN_PROBE_LEN;
         let padding = self.padding_for(base, reply_max);
         let bytes = self.encode(Message::RowRequest { row, padding });
@@ -575,13 +576,13 @@ impl<A: Address> Core<A> {
 
     pub(crate) fn on_row_request(&mut self, now: Instant, sender: NodeHandle<A>, row: u8) {
         let budget = self.budget_left(Some(sender.id), &sender.addr);
-        let entries: Vec<NodeHandle<A>> = self
+        let (entries, hints): (Vec<NodeHandle<A>>, Vec<u16>) = self
             .table
             .row(usize::from(row))
             .filter(|p| p.id() != sender.id && !p.is_suspect())
-            .map(|p| p.handle.clone())
-            .collect();
-        let parts = wire::encode_rows(self.me.id, &[(row, entries)], budget);
+            .map(|p| (p.handle.clone(), rtt_hint(p.rtt.srtt_micros_or_max())))
+            .unzip();
+        let parts = wire::encode_rows_hinted(self.me.id, &[(row, entries)], &hints, budget);
         for bytes in parts {
             if !self.send_budgeted(Some(sender.id), &sender.addr, bytes, true) {
                 break;
@@ -593,22 +594,46 @@ impl<A: Address> Core<A> {
         self.consider_table(now, &sender, true, false);
     }
 
-    pub(crate) fn on_rows(&mut self, now: Instant, sender: NodeHandle<A>, rows: Vec<wire::Row<A>>) {
+    pub(crate) fn on_rows(
+        &mut self,
+        now: Instant,
+        sender: NodeHandle<A>,
+        rows: Vec<wire::Row<A>>,
+        hints: &[u16],
+    ) {
         let from_bootstrap = matches!(&self.phase, super::Phase::Joining { bootstrap, .. } if *bootstrap == sender.addr);
         if !from_bootstrap && !self.is_verified(Some(sender.id), &sender.addr) {
             return;
         }
         self.consider_table(now, &sender, false, true);
         self.consider_leaf(now, &sender);
-        for (_, mut entries) in rows {
+        // Our round trip to the sender, if measured: with its hints it bounds ours to each
+        // candidate from below.
+        let to_sender = self
+            .table
+            .find(sender.id)
+            .or_else(|| self.leaf.get(sender.id))
+            .map(|p| p.rtt.srtt_micros_or_max())
+            .filter(|r| *r != u32::MAX);
+        let mut hint_at = hints.iter().copied();
+        for (_, entries) in rows {
+            let mut entries: Vec<(NodeHandle<A>, Option<u16>)> =
+                entries.into_iter().map(|h| (h, hint_at.next())).collect();
             // The probe budget may not cover the whole row: start at a random column, so
             // that no column is always the last to be considered.
             if !entries.is_empty() {
                 let start = (self.random() % entries.len() as u64) as usize;
                 entries.rotate_left(start);
             }
-            for h in &entries {
-                self.consider_table(now, h, true, true);
+            for (h, hint) in &entries {
+                let current = self
+                    .table
+                    .cell_of(h.id)
+                    .and_then(|(r, c)| self.table.get(r, c))
+                    .map(|e| e.rtt.srtt_micros_or_max());
+                if !cannot_be_nearer(to_sender, *hint, current) {
+                    self.consider_table(now, h, true, true);
+                }
                 self.consider_leaf(now, h);
             }
         }
@@ -634,9 +659,61 @@ impl<A: Address> Core<A> {
     }
 }
 
+/// Whether a candidate a row named cannot improve on its cell's entry: our round trip to the
+/// node that named it (`to_sender`, µs), that node's hint for it (units of 100 µs) and the
+/// entry's smoothed round trip (`current`, µs, `u32::MAX` if unmeasured) bound ours to the
+/// candidate from below by `|to_sender - hint|`. Without all three, it might be nearer.
+fn cannot_be_nearer(to_sender: Option<u32>, hint: Option<u16>, current: Option<u32>) -> bool {
+    match (to_sender, hint, current) {
+        (Some(s), Some(h), Some(e)) if h != wire::RTT_UNKNOWN && e != u32::MAX => {
+            e <= s.abs_diff(u32::from(h) * 100)
+        }
+        _ => false,
+    }
+}
+
+/// A smoothed round trip (µs, `u32::MAX` if unmeasured) as a row hint: units of 100 µs.
+fn rtt_hint(micros: u32) -> u16 {
+    if micros == u32::MAX {
+        wire::RTT_UNKNOWN
+    } else {
+        u16::try_from(micros / 100).unwrap_or(wire::RTT_UNKNOWN)
+    }
+}
+
 pub(crate) fn side_index(side: Side) -> usize {
     match side {
         Side::Cw => 0,
         Side::Ccw => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_is_skipped_only_when_the_triangle_inequality_rules_it_out() {
+        // We are 10 ms from the sender, which is 50 ms from the candidate: we are at least
+        // 40 ms from it. An entry at 30 ms cannot be beaten; one at 45 ms might be.
+        let (s, h) = (Some(10_000), Some(500));
+        assert!(cannot_be_nearer(s, h, Some(30_000)));
+        assert!(!cannot_be_nearer(s, h, Some(45_000)));
+        // The bound works from either side: 60 ms from the sender, which is 5 ms from it.
+        assert!(cannot_be_nearer(Some(60_000), Some(50), Some(50_000)));
+        assert!(!cannot_be_nearer(Some(60_000), Some(50), Some(56_000)));
+        // Anything unknown leaves the candidate worth a probe.
+        assert!(!cannot_be_nearer(None, h, Some(30_000)));
+        assert!(!cannot_be_nearer(s, None, Some(30_000)));
+        assert!(!cannot_be_nearer(s, Some(wire::RTT_UNKNOWN), Some(1)));
+        assert!(!cannot_be_nearer(s, h, Some(u32::MAX)));
+        assert!(!cannot_be_nearer(s, h, None));
+    }
+
+    #[test]
+    fn hints_are_in_units_of_100_microseconds_and_saturate() {
+        assert_eq!(rtt_hint(12_345), 123);
+        assert_eq!(rtt_hint(u32::MAX), wire::RTT_UNKNOWN);
+        assert_eq!(rtt_hint(7_000_000), wire::RTT_UNKNOWN);
     }
 }

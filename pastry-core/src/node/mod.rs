@@ -1230,7 +1230,7 @@ impl<A: Address> Core<A> {
             Message::JoinRequest { .. } => self.on_join_request(now, sender, len, apps),
             Message::JoinReply { root, leaf } => self.on_join_reply(now, sender, root, leaf, apps),
             Message::RowRequest { row, .. } => self.on_row_request(now, sender, row),
-            Message::Rows { rows } => self.on_rows(now, sender, rows),
+            Message::Rows { rows, hints } => self.on_rows(now, sender, rows, &hints),
             Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
             Message::LookupRequest { nonce, key, .. } => {
                 self.on_lookup_request(now, sender, nonce, key, len, apps)
