@@ -127,7 +127,10 @@ fn main() {
         .build()
         .unwrap();
     println!("loopback, {count} messages of 64 bytes, {WINDOW} in flight, median of 5 runs:");
-    for spawned in [true, false] {
+    for (spawned, label) in [
+        (true, "sender in a spawned task:"),
+        (false, "sender on the block_on thread:"),
+    ] {
         let (mut raw, mut pastry) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             if spawned {
@@ -139,14 +142,7 @@ fn main() {
             }
         }
         let (raw, pastry) = (median(raw), median(pastry));
-        println!(
-            "{}",
-            if spawned {
-                "sender in a spawned task:"
-            } else {
-                "sender on the block_on thread:"
-            }
-        );
+        println!("{label}");
         println!("  raw tokio UDP ping-pong:           {raw:>10.0} round trips/s");
         println!(
             "  pastry-tokio routed to the root:   {pastry:>10.0} messages/s (each hop acknowledged)"

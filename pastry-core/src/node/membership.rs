@@ -626,12 +626,18 @@ impl<A: Address> Core<A> {
                 entries.rotate_left(start);
             }
             for (h, hint) in &entries {
-                let current = self
-                    .table
-                    .cell_of(h.id)
-                    .and_then(|(r, c)| self.table.get(r, c))
-                    .map(|e| e.rtt.srtt_micros_or_max());
-                if !cannot_be_nearer(to_sender, *hint, current) {
+                // The cell's entry is looked up only when there is a bound to compare it with.
+                let hopeless = to_sender.is_some()
+                    && hint.is_some()
+                    && cannot_be_nearer(
+                        to_sender,
+                        *hint,
+                        self.table
+                            .cell_of(h.id)
+                            .and_then(|(r, c)| self.table.get(r, c))
+                            .map(|e| e.rtt.srtt_micros_or_max()),
+                    );
+                if !hopeless {
                     self.consider_table(now, h, true, true);
                 }
                 self.consider_leaf(now, h);

@@ -1152,7 +1152,7 @@ impl<A: Address> Core<A> {
     fn dispatch(&mut self, now: Instant, from: A, d: Datagram<A>, len: usize, apps: &mut Apps<A>) {
         let sender = NodeHandle::new(d.sender, from);
         self.note_received(&sender, len);
-        self.heard_from(now, &sender);
+        let member = self.heard_from(now, &sender);
         if let Phase::Leaving { .. } = self.phase {
             // A leaving node collects the acknowledgements of its goodbyes and answers anything
             // else with a goodbye (sequence 0: not retransmitted), so that nobody waits for it.
@@ -1163,14 +1163,15 @@ impl<A: Address> Core<A> {
             }
             return;
         }
-        if matches!(
-            d.message,
-            Message::Route(_)
-                | Message::Ack { .. }
-                | Message::Direct { .. }
-                | Message::Probe { leaf: None, .. }
-        ) && self.is_active()
-            && !self.leaf.contains(sender.id)
+        if !member
+            && self.is_active()
+            && matches!(
+                d.message,
+                Message::Route(_)
+                    | Message::Ack { .. }
+                    | Message::Direct { .. }
+                    | Message::Probe { leaf: None, .. }
+            )
             && self.recently_dead(sender.id, now)
             && self.leaf_fits(sender.id, None)
             && !self.probes.contains_key(&sender.addr)

@@ -745,12 +745,13 @@ impl<A: Address> Core<A> {
 
     // ----- what probes and datagrams teach -----
 
-    pub(crate) fn heard_from(&mut self, now: Instant, sender: &NodeHandle<A>) {
+    /// Notes that a datagram came from `sender`; returns whether it is a leaf-set member.
+    pub(crate) fn heard_from(&mut self, now: Instant, sender: &NodeHandle<A>) -> bool {
         self.leaf.update(sender.id, |e| {
             if e.peer.handle.addr == sender.addr {
                 e.last_heard = now;
             }
-        });
+        })
     }
 
     pub(crate) fn rtt_sample(&mut self, id: Id, addr: &A, sample: Duration) {
