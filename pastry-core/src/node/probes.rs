@@ -713,7 +713,10 @@ impl<A: Address> Core<A> {
                 // (a heartbeat period and a failure timeout) before exchanging leaf sets again,
                 // while we deliver the keys that are its. One more leaf-set probe brings it
                 // back at once if it is alive; a dead one costs a few datagrams.
-                self.probe(now, &NodeHandle::new(id, addr.clone()), P_LEAF, &[], false);
+                // Exempt from the send budget: the address was a verified member a moment
+                // ago, but the small cache of verified addresses may have moved on, and the
+                // budget would then swallow the retries unsent.
+                self.probe(now, &NodeHandle::new(id, addr.clone()), P_LEAF, &[], true);
             }
         }
         for seq in p.flights {
