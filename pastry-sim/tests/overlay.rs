@@ -288,6 +288,61 @@ fn a_live_neighbour_found_dead_through_loss_is_taken_back_at_once() {
     );
 }
 
+#[test]
+fn a_dead_routing_table_entry_is_dropped_after_one_probe() {
+    // A hop to a routing-table entry goes unanswered: the entry is probed once, not through
+    // every retry, before it is dropped (a leaf-set member would get the retries).
+    let seed = 7;
+    let mut net = grown(seed, 64, Config::default());
+    net.run_for(Duration::from_secs(30));
+    let (a, t, rto) = net
+        .active_addrs()
+        .into_iter()
+        .find_map(|a| {
+            let n = net.node(a)?;
+            let cfg = n.config().clone();
+            n.routing_table()
+                .entries()
+                .find(|p| {
+                    !n.leaf_set().contains(p.handle.id)
+                        && p.rtt.srtt().is_some()
+                        && n.next_hop(p.handle.id).is_some_and(|h| h.id == p.handle.id)
+                })
+                .map(|p| (a, p.handle.clone(), p.rtt.rto(&cfg)))
+        })
+        .expect("some node routes through a measured table entry outside its leaf set");
+    net.kill(t.addr);
+    let start = net.now();
+    net.act(a, |n, now| {
+        n.route(now, t.id, 0, b"via a dead entry".to_vec())
+    })
+    .expect("running")
+    .expect("routable");
+    while net
+        .node(a)
+        .expect("running")
+        .routing_table()
+        .find(t.id)
+        .is_some()
+    {
+        net.run_for(Duration::from_millis(5));
+        assert!(
+            net.now() - start < Duration::from_secs(60),
+            "seed {seed}: node {a} never dropped its dead entry"
+        );
+    }
+    let took = net.now() - start;
+    println!(
+        "seed {seed}: node {a} dropped dead entry {} after {took:?} (rto {rto:?})",
+        t.addr
+    );
+    // The hop's timeout and one probe's; each retry would add twice and four times more.
+    assert!(
+        took <= rto * 3,
+        "seed {seed}: dropped after {took:?}, more than one hop and one probe (rto {rto:?})"
+    );
+}
+
 fn scenario_digest(seed: u64) -> (u64, u64, Instant) {
     let mut cfg = NetConfig::with_seed(seed);
     cfg.loss = 0.02;

@@ -557,7 +557,7 @@ impl<A: Address> Core<A> {
             && expected != sender.id
         {
             // Someone else answers at that address now: the node we probed is gone.
-            self.declare_dead(now, expected, apps);
+            self.declare_dead(now, expected, false, apps);
         }
         self.remember_verified(sender.id, &sender.addr);
         let rtt = (p.attempts == 1).then(|| now - p.sent_at);
@@ -669,7 +669,18 @@ impl<A: Address> Core<A> {
             && p.queued.is_empty()
             && p.id
                 .is_none_or(|id| !self.leaf.contains(id) && self.table.find(id).is_none());
-        let retries = if p.purpose & P_NOTICED != 0 {
+        // A node we hold in the routing table only (not in the leaf set), suspected because
+        // a hop to it went unanswered or a member reported it dead: the hop or the report was
+        // evidence already, and wrongly dropping the entry costs only a cell that
+        // maintenance refills, so one probe decides. Under 10-minute churn the retries were
+        // 0.027 of 0.790 control messages per node per second.
+        let table_only = p.purpose & P_LIVE != 0
+            && p.queued.is_empty()
+            && p.id
+                .is_some_and(|id| !self.leaf.contains(id) && self.table.find(id).is_some());
+        let retries = if table_only {
+            0
+        } else if p.purpose & P_NOTICED != 0 {
             self.cfg.probe_retries.min(1)
         } else if candidate_only {
             // Only a candidate for the routing table, which nothing waits on: one that does
@@ -706,7 +717,7 @@ impl<A: Address> Core<A> {
             let neighbour = [Side::Cw, Side::Ccw]
                 .into_iter()
                 .any(|s| self.leaf.neighbour(s).is_some_and(|q| q.id() == id));
-            self.declare_dead(now, id, apps);
+            self.declare_dead(now, id, p.purpose & P_NOTICED != 0, apps);
             if neighbour {
                 // Our ring neighbour, found dead by losing every attempt: on a lossy path that
                 // happens to live nodes too, and it would then wait for its own silence check
