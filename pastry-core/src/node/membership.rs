@@ -16,6 +16,8 @@ use crate::{Address, Id, Instant, NodeHandle, Peer};
 const FILL_INTERVAL: core::time::Duration = core::time::Duration::from_secs(60);
 /// Routing-table candidates a joining node keeps for probing once it is active.
 const MAX_DEFERRED: usize = 64;
+/// Rows that maintenance asks two entries of per round rather than one.
+const WIDE_ROWS: usize = 2;
 /// Routing-table rows from this one on take candidates without probing them first.
 const LAZY_ROWS: usize = 3;
 /// Entries of each row a newly active node asks for their row (the nearest first). Two give
@@ -519,8 +521,25 @@ impl<A: Address> Core<A> {
                 self.table.row(row).nth(((r >> 1) % n as u64) as usize)
             }
             .map(|p| p.handle.clone());
-            if let Some(h) = h {
-                self.request_row(now, &h, row);
+            if let Some(h) = &h {
+                self.request_row(now, h, row);
+            }
+            // The first two rows' cells have the most candidates (N/16 and N/256 each), and
+            // their search converges slowest: one more entry, at random, widens it. At
+            // 10,000 nodes this took RDP after an hour from 1.682 to 1.566 (sphere) and from
+            // 1.635 to 1.546 (transit-stub); control under 10-minute churn rose from 0.728 to
+            // 0.758 messages per node per second.
+            if row < WIDE_ROWS && n > 1 {
+                let r = self.random();
+                let extra = self
+                    .table
+                    .row(row)
+                    .filter(|p| h.as_ref().is_none_or(|h| h.id != p.id()))
+                    .nth((r % (n as u64 - 1)) as usize)
+                    .map(|p| p.handle.clone());
+                if let Some(e) = extra {
+                    self.request_row(now, &e, row);
+                }
             }
         }
     }
@@ -733,6 +752,60 @@ mod tests {
         assert!(!cannot_be_nearer(s, Some(wire::RTT_UNKNOWN), Some(1)));
         assert!(!cannot_be_nearer(s, h, Some(u32::MAX)));
         assert!(!cannot_be_nearer(s, h, None));
+    }
+
+    #[test]
+    fn a_maintenance_round_asks_two_entries_of_the_first_two_rows_and_one_of_the_others() {
+        use crate::node::Node;
+        use crate::{Config, Rtt};
+        let now = Instant::ZERO;
+        let me: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
+        let mut node: Node<u32> = Node::new(Config::default(), Id::new(me), 1, 7, now).unwrap();
+        node.bootstrap(now).unwrap();
+        while node.poll_transmit().is_some() {}
+        // Entries sharing `row` digits with us, then a different digit: 4 in row 0, 3 in row
+        // 1, 2 in row 2 (the only rows that are not empty).
+        let core = &mut node.core;
+        let mut addr = 10u32;
+        for (row, count) in [(0u32, 4u32), (1, 3), (2, 2)] {
+            let shift = 124 - 4 * row;
+            let mine = (me >> shift) & 0xf;
+            for k in 0..count {
+                let digit = u128::from((mine as u32 + 1 + k) % 16);
+                let high = if row == 0 {
+                    0
+                } else {
+                    (me >> (shift + 4)) << (shift + 4)
+                };
+                let id = high | digit << shift | 0x42;
+                let peer = Peer::verified(
+                    NodeHandle::new(Id::new(id), addr),
+                    Rtt::from_sample(core::time::Duration::from_millis(u64::from(addr))),
+                );
+                let _: crate::table::TableInsert<u32> = core.table.insert(peer);
+                addr += 1;
+            }
+        }
+        assert_eq!(core.table.len(), 9);
+        core.on_maintenance_timer(now);
+        let mut asked = [
+            alloc::vec::Vec::new(),
+            alloc::vec::Vec::new(),
+            alloc::vec::Vec::new(),
+        ];
+        while let Some(t) = node.poll_transmit() {
+            let d = wire::Datagram::<u32>::decode(&t.contents, usize::MAX).unwrap();
+            if let wire::Message::RowRequest { row, .. } = d.message {
+                asked[usize::from(row)].push(t.destination);
+            }
+        }
+        for (row, a) in asked.iter().enumerate() {
+            let want = if row < 2 { 2 } else { 1 };
+            assert_eq!(a.len(), want, "row {row}: asked {a:?}");
+            if want == 2 {
+                assert_ne!(a[0], a[1], "row {row}: two different entries");
+            }
+        }
     }
 
     #[test]
