@@ -7,10 +7,11 @@ candidate nearest to the node (computed, not learned). Routes follow Pastry's ru
 set of 16; the script prints mean hops and the RDP (mean of per-lookup ratios, as pastry-sim
 reports it), median, p95 and the ratio of mean latencies. Needs numpy.
 
-    python3 scripts/ideal_rdp.py 10000
+    python3 scripts/ideal_rdp.py 10000                # 3,000 lookups, seed 1
+    python3 scripts/ideal_rdp.py 10000 20000 2       # 20,000 lookups, seed 2
 """
 import numpy as np, sys
-rng=np.random.default_rng(1)
+rng=np.random.default_rng(int(sys.argv[3]) if len(sys.argv)>3 else 1)
 N=int(sys.argv[1]); L=16
 # points on unit sphere
 v=rng.normal(size=(N,3)); v/=np.linalg.norm(v,axis=1)[:,None]
@@ -63,7 +64,7 @@ def route(s,key):
         cur=nxt; path.append(cur)
     return path
 rdps=[];routes=[];directs=[];hops=[]
-for t in range(3000):
+for t in range(int(sys.argv[2]) if len(sys.argv)>2 else 3000):
     s=rng.integers(N); key=np.uint64(rng.integers(0,2**63))*np.uint64(2)
     p=route(s,key)
     if p[-1]==s: continue
