@@ -143,23 +143,20 @@ impl<A: Address> Core<A> {
                 // facing the dead node and most of our far side. Only the far side may still
                 // need telling; the near side is refilled the usual way. Under 10-minute churn
                 // this saved 0.009 of 0.737 control messages per node per second.
-                let far = match (told, sides.as_slice()) {
-                    (true, [near]) => Some(near.opposite()),
-                    _ => None,
-                };
-                let members: Vec<NodeHandle<A>> = match far {
-                    Some(side) => self
-                        .leaf
-                        .side_peers(side)
+                let only_far = told && sides.len() == 1;
+                let members: Vec<NodeHandle<A>> = if only_far {
+                    self.leaf
+                        .side_peers(sides[0].opposite())
                         .map(|p| p.handle.clone())
-                        .collect(),
-                    None => self.leaf.members().map(|p| p.handle.clone()).collect(),
+                        .collect()
+                } else {
+                    self.leaf.members().map(|p| p.handle.clone()).collect()
                 };
                 for m in members {
                     self.probe(now, &m, P_LEAF, &[id], false);
                 }
-                if let Some(side) = far {
-                    self.repair_leaf(now, &[side.opposite()]);
+                if only_far {
+                    self.repair_leaf(now, &sides);
                 }
             } else {
                 self.repair_leaf(now, &sides);

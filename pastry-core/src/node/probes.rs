@@ -662,27 +662,27 @@ impl<A: Address> Core<A> {
         if p.deadline != at {
             return;
         }
-        // A failure notice comes from a node that has probed the suspect through all its
-        // retries already: one retry here is enough to guard against a lost datagram.
-        let candidate_only = p.purpose == P_TABLE
-            && p.flights.is_empty()
-            && p.queued.is_empty()
-            && p.id
-                .is_none_or(|id| !self.leaf.contains(id) && self.table.find(id).is_none());
-        // A node we hold in the routing table only (not in the leaf set), suspected because
-        // a hop to it went unanswered or a member reported it dead: the hop or the report was
-        // evidence already, and wrongly dropping the entry costs only a cell that
-        // maintenance refills, so one probe decides. Under 10-minute churn the retries were
-        // 0.027 of 0.790 control messages per node per second.
-        let table_only = p.purpose & P_LIVE != 0
-            && p.queued.is_empty()
-            && p.id
-                .is_some_and(|id| !self.leaf.contains(id) && self.table.find(id).is_some());
-        let retries = if table_only {
+        let (in_leaf, in_table) = p.id.map_or((false, false), |id| {
+            (self.leaf.contains(id), self.table.find(id).is_some())
+        });
+        let none_queued = p.queued.is_empty();
+        let retries = if p.purpose & P_LIVE != 0 && none_queued && in_table && !in_leaf {
+            // A node we hold in the routing table only, suspected because a hop to it went
+            // unanswered or a member reported it dead: the hop or the report was evidence
+            // already, and wrongly dropping the entry costs only a cell that maintenance
+            // refills, so one probe decides. Under 10-minute churn the retries were 0.027 of
+            // 0.790 control messages per node per second.
             0
         } else if p.purpose & P_NOTICED != 0 {
+            // A failure notice comes from a node that has probed the suspect through all its
+            // retries already: one retry here is enough to guard against a lost datagram.
             self.cfg.probe_retries.min(1)
-        } else if candidate_only {
+        } else if p.purpose == P_TABLE
+            && none_queued
+            && p.flights.is_empty()
+            && !in_leaf
+            && !in_table
+        {
             // Only a candidate for the routing table, which nothing waits on: one that does
             // not answer at once is not worth more datagrams. Under churn, rows name many
             // nodes that have died since, and retrying each of them was a large share of all
