@@ -20,9 +20,9 @@ const MAX_DEFERRED: usize = 64;
 const WIDE_ROWS: usize = 2;
 /// Routing-table rows from this one on take candidates without probing them first.
 const LAZY_ROWS: usize = 3;
-/// Entries of each row a newly active node asks for their row (the nearest first). Two give
-/// the new node's neighbourhood; maintenance widens the search from there.
-const JOIN_ASK_PER_ROW: usize = 2;
+/// Entries of each row a newly active node asks for their row (the nearest first). The nearest
+/// gives the new node's neighbourhood; maintenance widens the search from there.
+const JOIN_ASK_PER_ROW: usize = 1;
 
 impl<A: Address> Core<A> {
     // ----- leaf-set views -----
