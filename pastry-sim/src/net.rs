@@ -275,8 +275,6 @@ pub struct Network {
     joining: usize,
     /// Datagrams sent, by message name.
     by_type: std::collections::BTreeMap<&'static str, u64>,
-    /// Datagrams that arrived at the address of a node no longer running, by address.
-    to_stopped: std::collections::HashMap<Addr, u64>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -325,7 +323,6 @@ impl Network {
             active_pos: Vec::new(),
             joining: 0,
             by_type: std::collections::BTreeMap::new(),
-            to_stopped: std::collections::HashMap::new(),
         }
     }
 
@@ -759,12 +756,6 @@ impl Network {
         &self.by_type
     }
 
-    /// Datagrams that arrived at `addr` while no node ran there (after it was killed or left):
-    /// what the others spent on a node that could not answer.
-    pub fn datagrams_to_stopped(&self, addr: Addr) -> u64 {
-        self.to_stopped.get(&addr).copied().unwrap_or(0)
-    }
-
     /// Sum of node counters over every node, running or stopped.
     pub fn totals(&self) -> Totals {
         let mut t = self.retired;
@@ -831,7 +822,6 @@ impl Network {
                     eprintln!("{:?} {from} -> {to}: {d:?}", self.now);
                 }
                 let Some(node) = self.slots[to as usize].node.as_mut() else {
-                    *self.to_stopped.entry(to).or_insert(0) += 1;
                     return true;
                 };
                 // Malformed input is counted by the node. Injected bytes may be malformed on
