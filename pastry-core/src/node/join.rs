@@ -326,6 +326,7 @@ impl<A: Address> Core<A> {
             self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size);
             self.table = crate::RoutingTable::new(self.me.id, self.cfg.b);
             self.deferred_table.clear();
+            self.notice = None;
             self.event(Event::JoinFailed);
             return;
         }

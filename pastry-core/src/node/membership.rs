@@ -26,6 +26,21 @@ const LAZY_ROWS: usize = 3;
 /// average against 3.994.
 const JOIN_ASK_PER_ROW: usize = 2;
 
+/// A failure notice as received: the ids it named and the sender's leaf set, which holds what
+/// our leaf set needs once those nodes are gone.
+pub(crate) struct Notice<A> {
+    pub(crate) failed: Vec<Id>,
+    pub(crate) leaf: Vec<NodeHandle<A>>,
+}
+
+impl<A> Notice<A> {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        core::mem::size_of::<Self>()
+            + self.failed.capacity() * core::mem::size_of::<Id>()
+            + self.leaf.capacity() * core::mem::size_of::<NodeHandle<A>>()
+    }
+}
+
 impl<A: Address> Core<A> {
     // ----- leaf-set views -----
 
@@ -181,12 +196,18 @@ impl<A: Address> Core<A> {
     /// and asks the farthest member only if the hole is still there (`continue_repair`). Under
     /// 10-minute churn this saved 0.029 of 0.749 control messages per node per second.
     fn repair_from_notice(&mut self, now: Instant, dead: Id, sides: &[Side]) -> bool {
-        if !self.notice.0.contains(&dead) {
+        if !self
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.failed.contains(&dead))
+        {
             return false;
         }
-        let (_, hints) = core::mem::take(&mut self.notice);
+        let Some(notice) = self.notice.take() else {
+            return false;
+        };
         let before = self.pending_leaf.len();
-        for h in &hints {
+        for h in &notice.leaf {
             for &side in sides {
                 self.consider_leaf_from(now, h, Some(side));
             }

@@ -551,9 +551,8 @@ pub(crate) struct Core<A: Address> {
     deferred_table: Vec<NodeHandle<A>>,
     /// The member last asked for its leaf set to fill a hole, per side (cw, ccw).
     repair_asked: [Option<Id>; 2],
-    /// The last failure notice: the ids it named and the leaf set of the member that sent it,
-    /// which holds what our leaf set needs once those nodes are gone (at most one leaf set).
-    notice: (Vec<Id>, Vec<NodeHandle<A>>),
+    /// The last failure notice, kept for the repair it makes possible (boxed: rarely there).
+    notice: Option<alloc::boxed::Box<membership::Notice<A>>>,
     held: Vec<routing::Held<A>>,
     hold_timer: Option<Instant>,
     seen: SeenCache,
@@ -615,7 +614,7 @@ impl<A: Address> Node<A> {
             pending_leaf: Vec::new(),
             deferred_table: Vec::new(),
             repair_asked: [None, None],
-            notice: (Vec::new(), Vec::new()),
+            notice: None,
             held: Vec::new(),
             hold_timer: None,
             seen: SeenCache::new(
@@ -947,8 +946,7 @@ impl<A: Address> Node<A> {
                 + c.probes.values().map(|p| p.heap_bytes()).sum::<usize>()
                 + c.pending_leaf.capacity() * core::mem::size_of::<Id>()
                 + c.deferred_table.capacity() * core::mem::size_of::<NodeHandle<A>>()
-                + c.notice.0.capacity() * core::mem::size_of::<Id>()
-                + c.notice.1.capacity() * core::mem::size_of::<NodeHandle<A>>(),
+                + c.notice.as_ref().map_or(0, |n| n.heap_bytes()),
             caches: c.seen.heap_bytes()
                 + c.tokens.capacity() * core::mem::size_of::<(A, u32)>()
                 + c.lookups.capacity() * (core::mem::size_of::<(u32, lookup::Pending<A>)>() + 1)
@@ -1327,9 +1325,9 @@ impl<A: Address> Core<A> {
         if self.budgets.len() > probes::AMP_ENTRIES || self.relays.len() > join::MAX_RELAYS {
             return Err("budgets or relays over bound");
         }
-        if self.notice.0.len() > crate::wire::MAX_FAILED
-            || self.notice.1.len() > self.cfg.leaf_set_size
-        {
+        if self.notice.as_ref().is_some_and(|n| {
+            n.failed.len() > crate::wire::MAX_FAILED || n.leaf.len() > self.cfg.leaf_set_size
+        }) {
             return Err("kept failure notice over bound");
         }
         if self.seen.len() > SEEN_MAX {

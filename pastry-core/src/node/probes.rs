@@ -522,14 +522,16 @@ impl<A: Address> Core<A> {
                     // A failure notice: the sender's leaf set holds what ours will need once
                     // the failed nodes are gone (see `repair_from_notice`).
                     let keep = self.cfg.leaf_set_size;
-                    self.notice = (
-                        failed.iter().copied().take(wire::MAX_FAILED).collect(),
-                        l.cw.iter()
+                    self.notice = Some(alloc::boxed::Box::new(super::membership::Notice {
+                        failed: failed.iter().copied().take(wire::MAX_FAILED).collect(),
+                        leaf: l
+                            .cw
+                            .iter()
                             .chain(l.ccw.iter())
                             .take(keep)
                             .cloned()
                             .collect(),
-                    );
+                    }));
                 }
             }
             // Not verified: the plain reply carries a token; a leaf-set probe that echoes it
