@@ -48,8 +48,8 @@ fn main() {
     }
 }
 
-/// Per row: cells with an entry, cells holding the nearest candidate, the sum of latency
-/// ratios, the sum of candidate counts.
+/// Prints, per row, how many cells hold an entry, the share holding the nearest candidate, the
+/// mean latency ratio of entry to best and the mean number of candidates per cell.
 fn report(net: &Network, at: u64) {
     let active = net.active_addrs();
     // Active nodes by (row, the first row + 1 digits of their id).
@@ -63,6 +63,8 @@ fn report(net: &Network, at: u64) {
                 .push(a);
         }
     }
+    // Per row: cells with an entry, cells holding the nearest candidate, the sum of latency
+    // ratios, the sum of candidate counts.
     let mut stats = [(0u64, 0u64, 0f64, 0u64); ROWS];
     for &a in &active {
         let node = net.node(a).expect("active nodes run");
