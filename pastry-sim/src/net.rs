@@ -998,9 +998,14 @@ impl Network {
                 node,
                 change: pastry_core::LeafChange::Failed,
             } => {
+                // A node whose join failed runs but takes part in nothing: dropping it is right.
                 let running = (node.addr as usize) < self.slots.len()
                     && self.slots[node.addr as usize].node.is_some()
-                    && self.slots[node.addr as usize].id == node.id;
+                    && self.slots[node.addr as usize].id == node.id
+                    && matches!(
+                        self.state(node.addr),
+                        NodeState::Active | NodeState::Joining
+                    );
                 if running {
                     self.false_failures.push((addr, node.id));
                 }

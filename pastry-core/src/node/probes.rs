@@ -69,6 +69,9 @@ pub(crate) struct ProbeState<A> {
     sent_leaf: bool,
     /// The address was learned from a verified source: plain probes need no budget.
     exempt: bool,
+    /// The target spoke to us after an attempt went unanswered, and the attempts began again
+    /// (once per probe: see [`Core::refresh_suspicion`]).
+    refreshed: bool,
     attempts: u8,
     sent_at: Instant,
     deadline: Instant,
@@ -339,6 +342,7 @@ impl<A: Address> Core<A> {
                 failed: failed.iter().copied().take(wire::MAX_FAILED).collect(),
                 sent_leaf: false,
                 exempt,
+                refreshed: false,
                 attempts: 1,
                 sent_at: now,
                 deadline,
@@ -474,6 +478,9 @@ impl<A: Address> Core<A> {
             self.remember_verified(sender.id, &sender.addr);
             verified = true;
         }
+        if verified {
+            self.refresh_suspicion(now, &sender);
+        }
         let budget = self.budget_left(Some(sender.id), &sender.addr);
         // A leaf-set probe is answered with our leaf set, which confirms that we took the
         // sender in, only once its address is verified; until then a plain reply carrying a
@@ -505,7 +512,6 @@ impl<A: Address> Core<A> {
         match leaf {
             Some(_) if awaiting => {}
             Some(l) if verified => {
-                self.refresh_suspicion(now, &sender.addr);
                 // The sender says it belongs in our leaf set: first-hand news, taken at once so
                 // that it is known here before our reply lets it become active.
                 if self.leaf.contains(sender.id) || self.leaf_fits(sender.id, None) {
@@ -641,17 +647,24 @@ impl<A: Address> Core<A> {
         self.check_active(now, apps);
     }
 
-    /// A node we suspect has just contacted us on its own: ask again at once with a fresh
-    /// nonce and a fresh count of attempts, so that a node that came back (or whose replies
-    /// were lost) can answer before the old attempts run out and it is declared dead.
-    pub(crate) fn refresh_suspicion(&mut self, now: Instant, addr: &A) {
+    /// A node whose probe has gone unanswered at least once has just sent us a datagram from
+    /// its verified address: it is alive, and its replies (or our probes) were lost. Ask again
+    /// at once with a fresh nonce and a fresh count of attempts, so that it is not declared
+    /// dead for the lost datagrams alone. Once per probe, so that datagrams forged with a
+    /// dead node's address cannot keep its probe going.
+    pub(crate) fn refresh_suspicion(&mut self, now: Instant, sender: &NodeHandle<A>) {
+        let addr = &sender.addr;
+        let Some(p) = self.probes.get(addr) else {
+            return;
+        };
+        if p.attempts <= 1 || p.refreshed || p.id != Some(sender.id) {
+            return;
+        }
         let nonce = self.random() as u32;
         let Some(p) = self.probes.get_mut(addr) else {
             return;
         };
-        if p.purpose & P_LIVE == 0 || p.attempts <= 1 {
-            return;
-        }
+        p.refreshed = true;
         p.nonce = nonce;
         p.attempts = 1;
         let id = p.id;
@@ -727,6 +740,16 @@ impl<A: Address> Core<A> {
         Self::trim(&mut self.probes);
         let known = |p: Option<&Peer<A>>| p.is_some_and(|q| q.handle.addr == addr);
         if let Some(id) = p.id
+            && p.purpose & (P_LEAF | P_LIVE) == 0
+            && known(self.leaf.get(id))
+        {
+            // A probe that only measured a round trip (or verified an address) went unanswered,
+            // but its target is a leaf-set member: members are declared dead by a liveness
+            // check of their own, not by a proximity probe. Under 5 % loss three lost round
+            // trips in a row happen about once in a thousand probes, and a live member wrongly
+            // dropped stays out of our leaf set while we deliver keys that are its.
+            self.suspect(now, &NodeHandle::new(id, addr.clone()), false);
+        } else if let Some(id) = p.id
             && (known(self.leaf.get(id)) || known(self.table.find(id)))
         {
             let neighbour = [Side::Cw, Side::Ccw]
