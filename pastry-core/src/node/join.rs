@@ -8,7 +8,7 @@ use super::{Apps, Core, Event, Phase, RouteFailure, TimerKind};
 use crate::app::LeafChange;
 use crate::peer::CONFIRMED;
 use crate::wire::{self, LeafSetMsg, Message, RouteBody, RouteMsg};
-use crate::{Address, Instant, LeafSet, NodeHandle, Peer, Side};
+use crate::{Address, Id, Instant, LeafSet, NodeHandle, Peer, Side};
 
 /// Joins a bootstrap node relays at once.
 pub(crate) const MAX_RELAYS: usize = 16;
@@ -262,15 +262,18 @@ impl<A: Address> Core<A> {
         }
         *replied = true;
         let half = self.leaf.half();
-        if roots_view.side_peers(Side::Cw).len() >= half
+        let full_apart = roots_view.side_peers(Side::Cw).len() >= half
             && roots_view.side_peers(Side::Ccw).len() >= half
-            && !roots_view.covers_ring()
-        {
-            // The root's sides are full and do not meet: the ring is larger than a leaf set.
-            // Until a side fills, it must not take nodes that are near only going the long
-            // way round. Otherwise each answer from such a node names one a little "nearer"
-            // still, and the side walks round the ring probing, never settling, so the join
-            // never completes.
+            && !roots_view.covers_ring();
+        let nearly_full = roots_view.len() + 2 >= self.cfg.leaf_set_size;
+        if full_apart || nearly_full && leaves_half_the_ring_empty(root.id, &leaf, self.me.id) {
+            // The root's sides are full and do not meet, or it names nearly a leaf set of
+            // nodes that leave half the ring empty (a root a member short, under loss or
+            // churn, names L - 1 nodes: by count a whole small ring, yet they sit in a sliver
+            // of it): the ring is larger than a leaf set. Until a side fills, it must not take nodes that are near
+            // only going the long way round. Otherwise each answer from such a node names one
+            // a little "nearer" still, and the side walks round the ring probing, never
+            // settling, so the join never completes.
             self.leaf.hole_short_sides();
         }
         // The leaf set this node should have, as far as the root knows: probe each member.
@@ -541,5 +544,67 @@ impl<A: Address> Core<A> {
         self.reroute_flights_to(now, sender.id, apps);
         self.retry_held(now, apps);
         self.check_active(now, apps);
+    }
+}
+
+/// Whether the root, the members it names and the joiner leave a gap of more than half the
+/// ring between two of them that are neighbours on it. Ids are uniform: among L nodes that
+/// make a whole ring, the largest gap is a small fraction of it; in a larger ring, the root's
+/// leaf set spans only a sliver.
+fn leaves_half_the_ring_empty<A>(root: Id, leaf: &LeafSetMsg<A>, me: Id) -> bool {
+    let mut ids: Vec<u128> = leaf
+        .cw
+        .iter()
+        .chain(leaf.ccw.iter())
+        .map(|h| h.id.as_u128())
+        .chain([root.as_u128(), me.as_u128()])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+        return false;
+    };
+    let wrap = first.wrapping_sub(last);
+    let widest = ids
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .chain([wrap])
+        .max()
+        .unwrap_or(0);
+    ids.len() > 2 && widest > u128::MAX / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A point `f` of the way round the ring.
+    fn at(f: f64) -> Id {
+        Id::new((f * 2f64.powi(128)) as u128)
+    }
+
+    fn named(points: impl Iterator<Item = f64>) -> LeafSetMsg<u32> {
+        let mut m = LeafSetMsg::default();
+        for (i, f) in points.enumerate() {
+            m.cw.push(NodeHandle::new(at(f), i as u32));
+        }
+        m
+    }
+
+    #[test]
+    fn a_root_one_member_short_still_shows_a_ring_larger_than_a_leaf_set() {
+        // Fifteen members within a thousandth of the ring around the root: what a root of a
+        // large ring names when one of its sixteen is missing.
+        let sliver = named((1..=15).map(|i| 0.3 + f64::from(i) * 0.00005));
+        assert!(leaves_half_the_ring_empty(at(0.3), &sliver, at(0.3004)));
+        // Fifteen nodes spread round the whole ring: a small ring, every node a neighbour.
+        let whole = named((1..=15).map(|i| f64::from(i) / 16.0));
+        assert!(!leaves_half_the_ring_empty(at(0.0), &whole, at(0.51)));
+        // A root alone with the joiner says nothing either way.
+        assert!(!leaves_half_the_ring_empty(
+            at(0.1),
+            &named(core::iter::empty()),
+            at(0.9)
+        ));
     }
 }
