@@ -270,10 +270,10 @@ impl<A: Address> Core<A> {
             // The root's sides are full and do not meet, or it names nearly a leaf set of
             // nodes that leave half the ring empty (a root a member short, under loss or
             // churn, names L - 1 nodes: by count a whole small ring, yet they sit in a sliver
-            // of it): the ring is larger than a leaf set. Until a side fills, it must not take nodes that are near
-            // only going the long way round. Otherwise each answer from such a node names one
-            // a little "nearer" still, and the side walks round the ring probing, never
-            // settling, so the join never completes.
+            // of it): the ring is larger than a leaf set. Until a side fills, it must not take
+            // nodes that are near only going the long way round. Otherwise each answer from
+            // such a node names one a little "nearer" still, and the side walks round the ring
+            // probing, never settling, so the join never completes.
             self.leaf.hole_short_sides();
         }
         // The leaf set this node should have, as far as the root knows: probe each member.
