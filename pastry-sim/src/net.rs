@@ -1000,7 +1000,6 @@ impl Network {
             } => {
                 // A node whose join failed runs but takes part in nothing: dropping it is right.
                 let running = (node.addr as usize) < self.slots.len()
-                    && self.slots[node.addr as usize].node.is_some()
                     && self.slots[node.addr as usize].id == node.id
                     && matches!(
                         self.state(node.addr),

@@ -1186,12 +1186,11 @@ impl<A: Address> Core<A> {
             // period and a failure timeout later, while we deliver keys that are its.
             self.probe(now, &sender, probes::P_LEAF, &[], false);
         }
-        // Probes check the token they carry themselves; a reply settles its own probe.
+        // A probe first checks the token it carries (`on_probe`); a reply settles its own probe.
         if !matches!(
             d.message,
             Message::Probe { .. } | Message::ProbeReply { .. }
-        ) && self.is_verified(Some(sender.id), &sender.addr)
-        {
+        ) {
             self.refresh_suspicion(now, &sender);
         }
         match d.message {

@@ -478,9 +478,7 @@ impl<A: Address> Core<A> {
             self.remember_verified(sender.id, &sender.addr);
             verified = true;
         }
-        if verified {
-            self.refresh_suspicion(now, &sender);
-        }
+        self.refresh_suspicion(now, &sender);
         let budget = self.budget_left(Some(sender.id), &sender.addr);
         // A leaf-set probe is answered with our leaf set, which confirms that we took the
         // sender in, only once its address is verified; until then a plain reply carrying a
@@ -647,17 +645,21 @@ impl<A: Address> Core<A> {
         self.check_active(now, apps);
     }
 
-    /// A node whose probe has gone unanswered at least once has just sent us a datagram from
-    /// its verified address: it is alive, and its replies (or our probes) were lost. Ask again
-    /// at once with a fresh nonce and a fresh count of attempts, so that it is not declared
-    /// dead for the lost datagrams alone. Once per probe, so that datagrams forged with a
-    /// dead node's address cannot keep its probe going.
+    /// `sender` has just sent us a datagram. If our probe of it has gone unanswered at least
+    /// once and its address is verified, it is alive and its replies (or our probes) were
+    /// lost: ask again at once with a fresh nonce and a fresh count of attempts, so that it is
+    /// not declared dead for the lost datagrams alone. Once per probe, so that datagrams forged
+    /// with a dead node's address cannot keep its probe going. Called for every datagram: the
+    /// probe lookup comes first, the verification only for a probe that lost an attempt.
     pub(crate) fn refresh_suspicion(&mut self, now: Instant, sender: &NodeHandle<A>) {
         let addr = &sender.addr;
         let Some(p) = self.probes.get(addr) else {
             return;
         };
         if p.attempts <= 1 || p.refreshed || p.id != Some(sender.id) {
+            return;
+        }
+        if !self.is_verified(Some(sender.id), addr) {
             return;
         }
         let nonce = self.random() as u32;
@@ -667,11 +669,18 @@ impl<A: Address> Core<A> {
         p.refreshed = true;
         p.nonce = nonce;
         p.attempts = 1;
-        let id = p.id;
-        let deadline = now + self.probe_rto(id, 1);
+        p.sent_at = now;
+        self.send_attempt(now, addr);
+    }
+
+    /// Arms the timer of the probe's current attempt and sends it.
+    fn send_attempt(&mut self, now: Instant, addr: &A) {
+        let Some(p) = self.probes.get(addr) else {
+            return;
+        };
+        let deadline = now + self.probe_rto(p.id, p.attempts);
         if let Some(p) = self.probes.get_mut(addr) {
             p.deadline = deadline;
-            p.sent_at = now;
         }
         self.schedule(deadline, TimerKind::Probe(addr.clone()));
         self.send_probe(addr);
@@ -721,14 +730,8 @@ impl<A: Address> Core<A> {
         };
         if p.attempts <= retries {
             p.attempts += 1;
-            let (id, attempts) = (p.id, p.attempts);
-            let deadline = now + self.probe_rto(id, attempts);
-            if let Some(p) = self.probes.get_mut(&addr) {
-                p.deadline = deadline;
-            }
             self.counters.retransmitted += 1;
-            self.schedule(deadline, TimerKind::Probe(addr.clone()));
-            self.send_probe(&addr);
+            self.send_attempt(now, &addr);
             return;
         }
         let Some(p) = self.probes.remove(&addr) else {
