@@ -51,6 +51,9 @@ impl Side {
 
 type Half<A> = SmallVec<[LeafEntry<A>; 8]>;
 
+/// A member's neighbours in a leaf set: the one towards us, the one away from us.
+pub(crate) type Flanks<'a, A> = (Option<&'a Peer<A>>, Option<&'a Peer<A>>);
+
 /// The leaf set of a node: up to L/2 closest known nodes on each side, each side ordered from
 /// nearest to farthest.
 ///
@@ -197,6 +200,17 @@ impl<A: Clone + PartialEq> LeafSet<A> {
     /// The nearest member on a side (the ring neighbour).
     pub fn neighbour(&self, side: Side) -> Option<&Peer<A>> {
         self.side(side).first().map(|e| &e.peer)
+    }
+
+    /// The members on either side of member `id` in ring order, as far as this leaf set
+    /// knows: the one between it and us (`None` when that is us) and the one beyond it (`None`
+    /// past the edge of the leaf set). `None` if `id` is not a member.
+    pub(crate) fn flanks(&self, id: Id) -> Option<Flanks<'_, A>> {
+        [&self.cw, &self.ccw].into_iter().find_map(|side| {
+            let i = side.iter().position(|e| e.peer.id() == id)?;
+            let inner = i.checked_sub(1).map(|j| &side[j].peer);
+            Some((inner, side.get(i + 1).map(|e| &e.peer)))
+        })
     }
 
     /// The farthest member on a side.

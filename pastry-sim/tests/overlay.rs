@@ -343,6 +343,98 @@ fn a_dead_routing_table_entry_is_dropped_after_one_probe() {
     );
 }
 
+#[test]
+fn a_lookup_for_a_dead_members_keys_waits_one_timeout_and_a_short_check() {
+    // Node `a` looks up the id of a leaf-set member `m` that has just failed and is not `a`'s
+    // ring neighbour. `a` suspects `m` after one unanswered attempt and holds the lookup for
+    // the verdict of a liveness probe (three attempts, the first two with the same timeout),
+    // then routes it on. The node it reaches may still hold `m` and decide the same way. Each
+    // decision takes five timeouts (one for the hop, four for the probe); resending the lookup
+    // twice before probing, and backing the probe off from its second attempt, took fourteen.
+    // `a` also tells `m`'s ring neighbour on its side, which checks `m` and tells the leaf
+    // set: every leaf set drops `m` within seconds, not after the neighbour's own silence
+    // check (heartbeats every 30 s, a 40 s failure timeout).
+    for seed in 11..=14 {
+        let mut net = grown(seed, 64, Config::default());
+        net.run_for(Duration::from_secs(60));
+        let (a, m) = net
+            .active_addrs()
+            .into_iter()
+            .find_map(|a| {
+                let n = net.node(a)?;
+                let leaf = n.leaf_set();
+                let neighbours = [pastry_core::Side::Cw, pastry_core::Side::Ccw]
+                    .map(|s| leaf.neighbour(s).map(|p| p.id()));
+                leaf.members()
+                    .find(|p| {
+                        !neighbours.contains(&Some(p.id()))
+                            && n.next_hop(p.id()).is_some_and(|h| h.id == p.id())
+                    })
+                    .map(|p| (a, p.handle.clone()))
+            })
+            .expect("some node routes to a member that is not its neighbour");
+        // Every node's retransmission timeout towards `m`, while it is still a member.
+        let rto: std::collections::HashMap<Addr, Duration> = net
+            .active_addrs()
+            .into_iter()
+            .filter_map(|x| {
+                let n = net.node(x)?;
+                let p = n.leaf_set().get(m.id)?;
+                Some((x, p.rtt.rto(n.config())))
+            })
+            .collect();
+        net.kill(m.addr);
+        let start = net.now();
+        let i = net.lookup(a, m.id).expect("a is active") as usize;
+        let delivered = loop {
+            net.run_for(Duration::from_millis(5));
+            if let Some(d) = net.lookups()[i].delivered.clone() {
+                break d;
+            }
+            assert!(
+                net.now() - start < Duration::from_secs(60),
+                "seed {seed}: the lookup from {a} was never delivered"
+            );
+        };
+        let took = delivered.time - start;
+        let (rto_a, rto_root) = (rto[&a], rto.get(&delivered.at).copied().unwrap_or_default());
+        println!(
+            "seed {seed}: {a} looked up dead member {}: delivered at {} after {took:?} (rto \
+             {rto_a:?} from {a}, {rto_root:?} from {})",
+            m.addr, delivered.at, delivered.at
+        );
+        assert!(
+            delivered.correct,
+            "seed {seed}: delivered at {}, not at the closest live node",
+            delivered.at
+        );
+        // Five timeouts at each deciding node, and the hops' latency.
+        let bound = (rto_a + rto_root) * 5 + Duration::from_millis(300);
+        assert!(
+            took <= bound,
+            "seed {seed}: delivered after {took:?}, more than {bound:?}"
+        );
+        let held_by = |net: &Network| {
+            net.active_addrs()
+                .into_iter()
+                .filter(|x| net.node(*x).is_some_and(|n| n.leaf_set().contains(m.id)))
+                .count()
+        };
+        while held_by(&net) > 0 {
+            net.run_for(Duration::from_millis(50));
+            assert!(
+                net.now() - start < Duration::from_secs(15),
+                "seed {seed}: {} leaf sets still hold the dead member after 15 s",
+                held_by(&net)
+            );
+        }
+        println!(
+            "seed {seed}: every leaf set dropped it {:?} after the kill",
+            net.now() - start
+        );
+    }
+}
+
 /// Grows 64 nodes, lets them settle, kills one (or not) and runs two minutes: the control
 /// datagrams everyone else sent in those two minutes, and whether every leaf set was right at
 /// the end.

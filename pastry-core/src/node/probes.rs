@@ -546,7 +546,17 @@ impl<A: Address> Core<A> {
         if verified {
             for f in failed {
                 if f != self.me.id {
-                    self.suspect_id(now, f, true);
+                    // A notice from the failed node's ring neighbour (as we see the ring) comes
+                    // from a node that probed it through all its retries, and has told the
+                    // whole leaf set. From anyone else it is a hint: check fully, and if we
+                    // are the neighbour, tell the leaf set ourselves.
+                    let from_neighbour = self.leaf.flanks(f).is_some_and(|(inner, outer)| {
+                        [inner, outer]
+                            .into_iter()
+                            .flatten()
+                            .any(|p| p.id() == sender.id)
+                    });
+                    self.suspect_id(now, f, from_neighbour);
                 }
             }
         }
