@@ -227,12 +227,22 @@ impl<A: Address> Core<A> {
     pub(crate) fn repair_leaf(&mut self, now: Instant, sides: &[Side]) {
         for &side in sides {
             if self.leaf.needs_repair(side)
-                && let Some(far) = self.leaf.farthest(side).map(|p| p.handle.clone())
+                && let Some(far) = self.repair_contact(side)
             {
                 self.repair_asked[side_index(side)] = Some(far.id);
                 self.probe(now, &far, P_LEAF, &[], false);
             }
         }
+    }
+
+    /// Whom to ask for nodes to refill `side`: its farthest member, which sees past it. A side
+    /// that failures emptied has none; then the far end of the other side (see
+    /// `on_probe_reply`: in a ring that small, its leaf set reaches round to the empty side).
+    fn repair_contact(&self, side: Side) -> Option<NodeHandle<A>> {
+        self.leaf
+            .farthest(side)
+            .or_else(|| self.leaf.farthest(side.opposite()))
+            .map(|p| p.handle.clone())
     }
 
     /// Keeps a repair going: while a side still has a hole and no leaf-set probe is out, ask
@@ -245,7 +255,7 @@ impl<A: Address> Core<A> {
             if !self.leaf.needs_repair(side) {
                 continue;
             }
-            let far = self.leaf.farthest(side).map(|p| p.handle.clone());
+            let far = self.repair_contact(side);
             if let Some(far) = far
                 && self.repair_asked[side_index(side)] != Some(far.id)
             {

@@ -628,6 +628,25 @@ impl<A: Address> Core<A> {
             let extend = [Side::Cw, Side::Ccw]
                 .into_iter()
                 .find(|s| self.repair_asked[super::membership::side_index(*s)] == Some(sender.id));
+            if let Some(side) = extend
+                && self.leaf.side_peers(side).len() == 0
+            {
+                // Failures emptied that side, so we asked the far end of the other one. If
+                // going on past it the same way comes round past us (it names, that way, a
+                // node of the side it is on: its leaf set leaves us out), the whole ring lies
+                // within its leaf set and ours: the nodes before us on its side are our
+                // neighbours on the empty one, however far round they lie.
+                let beyond = match side {
+                    Side::Ccw => &l.cw,
+                    Side::Cw => &l.ccw,
+                };
+                let ours = |id: Id| {
+                    id != sender.id && self.leaf.side_peers(side.opposite()).any(|p| p.id() == id)
+                };
+                if beyond.iter().any(|h| ours(h.id)) {
+                    self.leaf.close_hole(side);
+                }
+            }
             for h in l.cw.iter().chain(l.ccw.iter()) {
                 self.consider_leaf_from(now, h, extend);
             }
