@@ -204,9 +204,22 @@ impl<A: Clone + PartialEq> LeafSet<A> {
 
     /// The members on either side of member `id` in ring order, as far as this leaf set
     /// knows: the one between it and us (`None` when that is us) and the one beyond it (`None`
-    /// past the edge of the leaf set). `None` if `id` is not a member.
+    /// past the edge of the leaf set). From the clockwise side if `id` is there, else from the
+    /// counter-clockwise one; `None` if `id` is not a member.
     pub(crate) fn flanks(&self, id: Id) -> Option<Flanks<'_, A>> {
-        [&self.cw, &self.ccw].into_iter().find_map(|side| {
+        self.flanks_on_each_side(id).next()
+    }
+
+    /// Whether member `a` is, as this leaf set places them, the ring neighbour of member
+    /// `b` (on either side that holds `b`: in a small ring the two sides overlap, and only one
+    /// of them may reach past `b`).
+    pub(crate) fn adjacent(&self, a: Id, b: Id) -> bool {
+        self.flanks_on_each_side(b)
+            .any(|(inner, outer)| [inner, outer].into_iter().flatten().any(|p| p.id() == a))
+    }
+
+    fn flanks_on_each_side(&self, id: Id) -> impl Iterator<Item = Flanks<'_, A>> + '_ {
+        [&self.cw, &self.ccw].into_iter().filter_map(move |side| {
             let i = side.iter().position(|e| e.peer.id() == id)?;
             let inner = i.checked_sub(1).map(|j| &side[j].peer);
             Some((inner, side.get(i + 1).map(|e| &e.peer)))

@@ -346,31 +346,37 @@ fn a_dead_routing_table_entry_is_dropped_after_one_probe() {
 #[test]
 fn a_lookup_for_a_dead_members_keys_waits_one_timeout_and_a_short_check() {
     // Node `a` looks up the id of a leaf-set member `m` that has just failed and is not `a`'s
-    // ring neighbour. `a` suspects `m` after one unanswered attempt and holds the lookup for
-    // the verdict of a liveness probe (three attempts, the first two with the same timeout),
-    // then routes it on. The node it reaches may still hold `m` and decide the same way. Each
-    // decision takes five timeouts (one for the hop, four for the probe); resending the lookup
-    // twice before probing, and backing the probe off from its second attempt, took fourteen.
-    // `a` also tells `m`'s ring neighbour on its side, which checks `m` and tells the leaf
-    // set: every leaf set drops `m` within seconds, not after the neighbour's own silence
-    // check (heartbeats every 30 s, a 40 s failure timeout).
+    // ring neighbour. After one unanswered attempt `a` starts a liveness probe of `m` (three
+    // attempts, the first two with the same timeout) beside the lookup's resends, and the
+    // verdict sends the lookup on. The node it reaches may still hold `m` and decide the same
+    // way. Each decision takes five timeouts (one for the hop, four for the probe); resending
+    // the lookup twice before probing, and backing the probe off from its second attempt, took
+    // fourteen. With its verdict `a` tells `w`, `m`'s ring neighbour on `a`'s side, which at
+    // once checks `m` itself (it would otherwise learn of it from its own hop to `m`, or from
+    // `m`'s silence: heartbeats every 30 s, a 40 s failure timeout), and every leaf set drops
+    // `m` within seconds.
     for seed in 11..=14 {
         let mut net = grown(seed, 64, Config::default());
         net.run_for(Duration::from_secs(60));
-        let (a, m) = net
+        let (a, m, w) = net
             .active_addrs()
             .into_iter()
             .find_map(|a| {
                 let n = net.node(a)?;
                 let leaf = n.leaf_set();
-                let neighbours = [pastry_core::Side::Cw, pastry_core::Side::Ccw]
-                    .map(|s| leaf.neighbour(s).map(|p| p.id()));
-                leaf.members()
-                    .find(|p| {
-                        !neighbours.contains(&Some(p.id()))
-                            && n.next_hop(p.id()).is_some_and(|h| h.id == p.id())
+                [pastry_core::Side::Cw, pastry_core::Side::Ccw]
+                    .into_iter()
+                    .find_map(|side| {
+                        let s: Vec<_> = leaf.side_peers(side).collect();
+                        // Not the neighbour: the member just before it on that side is `w`.
+                        (1..s.len()).find_map(|i| {
+                            let m = s[i];
+                            n.next_hop(m.id())
+                                .is_some_and(|h| h.id == m.id())
+                                .then(|| (m.handle.clone(), s[i - 1].handle.addr))
+                        })
                     })
-                    .map(|p| (a, p.handle.clone()))
+                    .map(|(m, w)| (a, m, w))
             })
             .expect("some node routes to a member that is not its neighbour");
         // Every node's retransmission timeout towards `m`, while it is still a member.
@@ -386,8 +392,18 @@ fn a_lookup_for_a_dead_members_keys_waits_one_timeout_and_a_short_check() {
         net.kill(m.addr);
         let start = net.now();
         let i = net.lookup(a, m.id).expect("a is active") as usize;
+        // When `a` dropped `m`, and when `w` began to check it (or dropped it).
+        let (mut a_dropped, mut w_checks) = (None, None);
         let delivered = loop {
             net.run_for(Duration::from_millis(5));
+            let now = net.now();
+            let holds = |x: Addr| net.node(x).and_then(|n| n.leaf_set().get(m.id).cloned());
+            if a_dropped.is_none() && holds(a).is_none() {
+                a_dropped = Some(now);
+            }
+            if w_checks.is_none() && holds(w).is_none_or(|p| p.is_suspect()) {
+                w_checks = Some(now);
+            }
             if let Some(d) = net.lookups()[i].delivered.clone() {
                 break d;
             }
@@ -413,6 +429,23 @@ fn a_lookup_for_a_dead_members_keys_waits_one_timeout_and_a_short_check() {
         assert!(
             took <= bound,
             "seed {seed}: delivered after {took:?}, more than {bound:?}"
+        );
+        let (a_dropped, w_checks) = (
+            a_dropped.expect("a dropped m before the lookup was delivered"),
+            w_checks.expect("w checks m before the lookup is delivered"),
+        );
+        let told = net.latency(a, w) + Duration::from_millis(10);
+        println!(
+            "seed {seed}: {a} dropped it after {:?}, its neighbour {w} began to check it {:?} \
+             later",
+            a_dropped - start,
+            w_checks.saturating_duration_since(a_dropped)
+        );
+        assert!(
+            w_checks <= a_dropped + told,
+            "seed {seed}: {w} began to check the dead member {:?} after {a} dropped it, not \
+             when told ({told:?})",
+            w_checks.saturating_duration_since(a_dropped)
         );
         let held_by = |net: &Network| {
             net.active_addrs()

@@ -641,6 +641,9 @@ impl<A: Address> Node<A> {
         core.next_msg_seq = (core.random() as u32).max(1);
         core.next_lookup = core.random() as u32;
         core.secret = (core.random(), core.random());
+        // Hop numbers too: an ack must echo one, and an ack from a node under a liveness check
+        // ends its suspicion, so a forger off the path should not be able to guess them.
+        core.next_seq = (core.random() as u32).max(1);
         Ok(Node {
             core,
             apps: Vec::new(),

@@ -550,12 +550,7 @@ impl<A: Address> Core<A> {
                     // from a node that probed it through all its retries, and has told the
                     // whole leaf set. From anyone else it is a hint: check fully, and if we
                     // are the neighbour, tell the leaf set ourselves.
-                    let from_neighbour = self.leaf.flanks(f).is_some_and(|(inner, outer)| {
-                        [inner, outer]
-                            .into_iter()
-                            .flatten()
-                            .any(|p| p.id() == sender.id)
-                    });
+                    let from_neighbour = self.leaf.adjacent(sender.id, f);
                     self.suspect_id(now, f, from_neighbour);
                 }
             }
@@ -861,9 +856,12 @@ impl<A: Address> Core<A> {
         });
     }
 
-    /// `to` acknowledged one of our messages (the ack echoed a hop number only a node
-    /// receiving at that address could know): it is alive. A liveness check of it under way
-    /// ends as if answered, and what waited for the verdict goes on.
+    /// `to` acknowledged one of our messages (the ack echoed a hop number, which start at
+    /// random): it is alive. A liveness check of it under way no longer decides its fate: the
+    /// suspicion ends and what waited for the verdict goes on. The probe itself runs on, so
+    /// that its reply still measures the round trip (the ack of a resent message cannot); if
+    /// it goes unanswered after all (the ack was forged, or the node died since), a leaf-set
+    /// member is suspected afresh and a table entry is dropped.
     pub(crate) fn acked_by(&mut self, now: Instant, to: &NodeHandle<A>, apps: &mut Apps<A>) {
         let Some(p) = self.probes.get_mut(&to.addr) else {
             return;
@@ -872,10 +870,6 @@ impl<A: Address> Core<A> {
             return;
         }
         p.purpose &= !(P_LIVE | P_NOTICED);
-        if p.purpose == 0 && p.queued.is_empty() && p.flights.is_empty() {
-            self.probes.remove(&to.addr);
-            Self::trim(&mut self.probes);
-        }
         if self.clear_suspect(to.id) {
             self.retry_held(now, apps);
         }
