@@ -856,8 +856,8 @@ impl<A: Address> Core<A> {
         });
     }
 
-    /// `to` acknowledged one of our messages (the ack echoed a hop number, which start at
-    /// random): it is alive. A liveness check of it under way no longer decides its fate: the
+    /// `to` acknowledged one of our messages (the ack echoed one of our hop numbers, which
+    /// start at random): it is alive. A liveness check of it under way no longer decides its fate: the
     /// suspicion ends and what waited for the verdict goes on. The probe itself runs on, so
     /// that its reply still measures the round trip (the ack of a resent message cannot); if
     /// it goes unanswered after all (the ack was forged, or the node died since), a leaf-set
