@@ -10,6 +10,7 @@
 
 pub mod churn;
 pub mod fuzzing;
+mod ideal;
 mod net;
 mod oracle;
 pub mod plot;
@@ -18,6 +19,7 @@ pub mod report;
 mod scenario;
 mod topology;
 
+pub use ideal::{IdealRoute, IdealRoutes};
 pub use net::{
     Addr, Delivery, LOOKUP_APP, Lookup, LookupStats, NetConfig, Network, NodeState, Totals,
 };

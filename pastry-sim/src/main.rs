@@ -82,6 +82,12 @@ struct Args {
     /// Write SVG plots into this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
+    /// Also route the first 20,000 lookups over perfect state on the same ring (every
+    /// routing-table cell holding the live node nearest to its owner) and report that route
+    /// delay penalty beside the measured one: the ideal of proximity neighbour selection.
+    /// Not with churn or failures.
+    #[arg(long)]
+    ideal: bool,
     /// Exit with status 1 when any lookup was incorrect or lost.
     #[arg(long)]
     strict: bool,
@@ -122,6 +128,7 @@ fn scenario(args: &Args) -> Scenario {
     s.interval = args.interval;
     s.settle = args.settle;
     s.max_wave = args.wave;
+    s.ideal = args.ideal;
     s
 }
 

@@ -57,6 +57,21 @@ pub struct Report {
     pub rdp_samples: usize,
     /// The RDP distribution as (RDP, cumulative fraction) at every percentile.
     pub rdp_cdf: Vec<(f64, f64)>,
+    /// With `--ideal`: the mean RDP of the same lookups routed over perfect state on the same
+    /// ring (every cell holding the live node nearest to its owner, exact leaf sets): the
+    /// ideal of proximity neighbour selection. `null` otherwise.
+    pub rdp_ideal_mean: Option<f64>,
+    /// With `--ideal`: median of that RDP.
+    pub rdp_ideal_median: Option<f64>,
+    /// With `--ideal`: 95th percentile of that RDP.
+    pub rdp_ideal_p95: Option<f64>,
+    /// With `--ideal`: mean hops over perfect state.
+    pub hops_ideal_mean: Option<f64>,
+    /// With `--ideal`: lookups the ideal figures are over (the first delivered away from their
+    /// origin, at most 20,000).
+    pub rdp_ideal_samples: usize,
+    /// With `--ideal`: that RDP's distribution, as `rdp_cdf`.
+    pub rdp_ideal_cdf: Vec<(f64, f64)>,
     /// Control datagrams per live node per second, in the measured part.
     pub control_msgs_per_node_per_sec: f64,
     /// Control bytes per live node per second, in the measured part.
@@ -355,6 +370,17 @@ impl fmt::Display for Report {
             "  hops: mean {:.3}, max {}; RDP mean {:.3}, median {:.3}, p95 {:.3}",
             self.hops_mean, self.hops_max, self.rdp_mean, self.rdp_median, self.rdp_p95
         )?;
+        if let (Some(mean), Some(median), Some(hops)) = (
+            self.rdp_ideal_mean,
+            self.rdp_ideal_median,
+            self.hops_ideal_mean,
+        ) {
+            writeln!(
+                f,
+                "  over perfect tables (same ring, first {} of these lookups): RDP mean {mean:.3}, median {median:.3}; hops mean {hops:.3}",
+                self.rdp_ideal_samples
+            )?;
+        }
         let shares: Vec<String> = (0..self.hops_histogram.len())
             .map(|h| format!("{h}: {:.2}%", self.hop_share(h)))
             .collect();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant as WallClock};
 use pastry_core::{Config, Instant};
 
 use crate::churn::Churn;
+use crate::ideal::IdealRoutes;
 use crate::net::{Addr, NetConfig, Network, NodeState};
 use crate::report::{self, Phase, Report, Sample};
 use crate::topology::{Topology, TopologyKind};
@@ -62,7 +63,14 @@ pub struct Scenario {
     pub max_wave: usize,
     /// How long a wave of joins may take before the next wave starts anyway.
     pub wave_patience: Duration,
+    /// Also route the lookups over perfect state on the same ring ([`IdealRoutes`]) and
+    /// report that route delay penalty beside the measured one. Only for rings without churn
+    /// or failures, whose membership at the end is the one every lookup saw.
+    pub ideal: bool,
 }
+
+/// Lookups the `--ideal` figures are computed over, at most.
+pub const IDEAL_LOOKUPS: usize = 20_000;
 
 /// Why a scenario could not run.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -119,6 +127,7 @@ impl Scenario {
             settle: Duration::from_secs(30),
             max_wave: 4096,
             wave_patience: Duration::from_secs(60),
+            ideal: false,
         }
     }
 
@@ -143,6 +152,13 @@ impl Scenario {
                 "--fail-fraction {} must be in [0, 1]",
                 self.fail_fraction
             ));
+        }
+        if self.ideal && (self.session_median.is_some() || self.fail_fraction > 0.0) {
+            return bad(
+                "--ideal compares a ring with perfect tables of the same members: it cannot be \
+                 combined with --session-median or --fail-fraction"
+                    .into(),
+            );
         }
         if self.fail_at.is_some() && self.fail_fraction == 0.0 {
             return bad("--fail-at needs --fail-fraction above 0".into());
@@ -428,6 +444,7 @@ impl Scenario {
                 .sum::<f64>()
                 / active.len().max(1) as f64
         };
+        let ideal = self.ideal.then(|| ideal_figures(&net));
         let mut rdp: Vec<f32> = net.rdp_samples().to_vec();
         rdp.sort_by(f32::total_cmp);
         let stats = net.lookup_stats().clone();
@@ -459,6 +476,14 @@ impl Scenario {
             rdp_p95: report::quantile(&rdp, 0.95),
             rdp_samples: rdp.len(),
             rdp_cdf: report::cdf(&rdp),
+            rdp_ideal_mean: ideal.as_ref().map(|i| report::mean(&i.rdp)),
+            rdp_ideal_median: ideal.as_ref().map(|i| report::quantile(&i.rdp, 0.5)),
+            rdp_ideal_p95: ideal.as_ref().map(|i| report::quantile(&i.rdp, 0.95)),
+            hops_ideal_mean: ideal.as_ref().map(|i| i.hops_mean),
+            rdp_ideal_samples: ideal.as_ref().map_or(0, |i| i.rdp.len()),
+            rdp_ideal_cdf: ideal
+                .as_ref()
+                .map_or_else(Vec::new, |i| report::cdf(&i.rdp)),
             control_msgs_per_node_per_sec: control as f64 / node_seconds.max(1e-9),
             control_bytes_per_node_per_sec: control_bytes as f64 / node_seconds.max(1e-9),
             datagrams_by_type_per_node_per_sec: by_type,
@@ -587,4 +612,36 @@ fn phases(
         .into_iter()
         .map(|(name, from, to)| Phase::of(name, net.lookups(), from, to))
         .collect()
+}
+
+/// The route delay penalty (sorted) and mean hops of the run's first lookups delivered away
+/// from their origin, routed again over perfect state on the ring as it is now.
+struct IdealFigures {
+    rdp: Vec<f32>,
+    hops_mean: f64,
+}
+
+fn ideal_figures(net: &Network) -> IdealFigures {
+    let routes = IdealRoutes::new(net);
+    let mut rdp = Vec::new();
+    let mut hops = 0usize;
+    for l in net.lookups() {
+        if rdp.len() >= IDEAL_LOOKUPS {
+            break;
+        }
+        let Some(d) = &l.delivered else { continue };
+        if d.at == l.from || net.state(l.from) != NodeState::Active {
+            continue;
+        }
+        let r = routes.route(l.from, l.key);
+        let direct = net.latency(l.from, r.root).as_secs_f64();
+        if r.root == l.from || direct <= 0.0 {
+            continue;
+        }
+        rdp.push((r.latency.as_secs_f64() / direct) as f32);
+        hops += r.hops;
+    }
+    let hops_mean = hops as f64 / rdp.len().max(1) as f64;
+    rdp.sort_by(f32::total_cmp);
+    IdealFigures { rdp, hops_mean }
 }

@@ -122,6 +122,67 @@ fn small_churn_run_writes_a_report_with_every_key_and_the_plots() {
 }
 
 #[test]
+fn ideal_reports_perfect_tables_on_the_same_ring_beside_the_measured_figures() {
+    let dir = scratch("ideal");
+    let json = dir.join("report.json");
+    let plots = dir.join("plots");
+    let run = |extra: &[&str]| {
+        let out = sim()
+            .args([
+                "--nodes",
+                "400",
+                "--lookups",
+                "2000",
+                "--seed",
+                "4",
+                "--json",
+            ])
+            .arg(&json)
+            .args(extra)
+            .output()
+            .expect("pastry-sim runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        (stdout, report)
+    };
+    let (plain_out, plain) = run(&[]);
+    assert!(
+        plain["rdp_ideal_mean"].is_null(),
+        "no ideal figures unless asked"
+    );
+    assert!(!plain_out.contains("perfect tables"));
+    let plot_dir = plots.to_str().unwrap().to_owned();
+    let (stdout, report) = run(&["--ideal", "--plot", &plot_dir]);
+    assert!(stdout.contains("over perfect tables"), "{stdout}");
+    // The same lookups on the same ring: asking for the ideal changes nothing measured.
+    assert_eq!(report["rdp_mean"], plain["rdp_mean"]);
+    assert_eq!(report["hops_histogram"], plain["hops_histogram"]);
+    let samples = report["rdp_ideal_samples"].as_u64().unwrap();
+    assert_eq!(samples, report["rdp_samples"].as_u64().unwrap());
+    let ideal = report["rdp_ideal_mean"].as_f64().unwrap();
+    let median = report["rdp_ideal_median"].as_f64().unwrap();
+    let hops = report["hops_ideal_mean"].as_f64().unwrap();
+    assert!(
+        ideal >= 1.0 && median >= 1.0,
+        "a route is never shorter than the direct path"
+    );
+    assert!(median <= ideal * 1.5 && report["rdp_ideal_p95"].as_f64().unwrap() >= median);
+    assert!(hops > 1.0 && hops < 4.0, "400 nodes: {hops} hops");
+    assert_eq!(
+        report["rdp_ideal_cdf"].as_array().unwrap().last().unwrap()[1],
+        1.0
+    );
+    let svg = std::fs::read_to_string(plots.join("rdp_cdf.svg")).unwrap();
+    assert!(
+        svg.contains("perfect tables"),
+        "the CDF plot shows the ideal"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn same_seed_same_figures() {
     let run = || {
         let out = sim()
@@ -158,6 +219,8 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
         &["--b", "7"],
         &["--leaf-set", "7"],
         &["--lookup-rate", "-1"],
+        &["--ideal", "--session-median", "600"],
+        &["--ideal", "--fail-fraction", "0.1"],
         &["--no-such-flag"],
     ] {
         let out = sim().args(args).output().expect("pastry-sim runs");
