@@ -73,12 +73,20 @@ pub fn hop_histogram(report: &Report, path: &Path) -> PlotResult<()> {
         .y_desc("% of lookups")
         .disable_x_mesh()
         .draw()?;
-    chart.draw_series(
-        Histogram::vertical(&chart)
-            .style(BLUE.mix(0.7).filled())
-            .margin(8)
-            .data(shares.iter().enumerate().map(|(h, s)| (h as u32, *s))),
-    )?;
+    // One rectangle per hop count, drawn in order (plotters' histogram series aggregates
+    // through a hash map, whose order would make the SVG differ from run to run).
+    chart.draw_series(shares.iter().enumerate().map(|(h, s)| {
+        let h = h as u32;
+        let mut bar = Rectangle::new(
+            [
+                (SegmentValue::Exact(h), 0.0),
+                (SegmentValue::Exact(h + 1), *s),
+            ],
+            BLUE.mix(0.7).filled(),
+        );
+        bar.set_margin(0, 0, 8, 8);
+        bar
+    }))?;
     root.present()?;
     Ok(())
 }

@@ -183,21 +183,38 @@ fn ideal_reports_perfect_tables_on_the_same_ring_beside_the_measured_figures() {
 }
 
 #[test]
-fn same_seed_same_figures() {
-    let run = || {
+fn same_seed_same_figures_and_plots() {
+    let dir = scratch("same-seed");
+    let run = |name: &str| {
+        let plots = dir.join(name);
         let out = sim()
-            .args(["--nodes", "40", "--lookups", "300", "--seed", "9"])
+            .args(["--nodes", "40", "--lookups", "300", "--seed", "9", "--plot"])
+            .arg(&plots)
             .output()
             .expect("pastry-sim runs");
         assert!(out.status.success());
-        // Every line but the last (wall-clock time) is determined by the seed.
+        // Every line but the one with wall-clock time is determined by the seed, and so is
+        // every byte of every plot.
         let s = String::from_utf8(out.stdout).unwrap();
-        s.lines()
-            .filter(|l| !l.contains("wall"))
+        let summary = s
+            .lines()
+            .filter(|l| !l.contains("wall") && !l.contains("plot:"))
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        let mut svgs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&plots)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        svgs.sort();
+        assert!(svgs.iter().any(|(n, _)| n == "hops.svg"), "{svgs:?}");
+        (summary, svgs)
     };
-    assert_eq!(run(), run());
+    assert_eq!(run("a"), run("b"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
