@@ -5,6 +5,8 @@
 //! kills, graceful leaves and revivals, and an [`Oracle`] that knows which nodes are live and
 //! active and which one is numerically closest to any key. The simulator holds no protocol
 //! logic: it only carries datagrams and timers between nodes and watches what they deliver.
+//! [`IdealRoutes`] is its yardstick for proximity: the routes the same lookups would take on
+//! the same ring over perfect routing tables.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
