@@ -85,7 +85,8 @@ struct Args {
     /// Also route the first 20,000 lookups over perfect state on the same ring (every
     /// routing-table cell holding the live node nearest to its owner) and report that route
     /// delay penalty beside the measured one: the ideal of proximity neighbour selection.
-    /// Not with churn or failures.
+    /// Not with churn or failures; with --loss the measured figure includes the waits for
+    /// lost datagrams and the ideal does not.
     #[arg(long)]
     ideal: bool,
     /// Exit with status 1 when any lookup was incorrect or lost.

@@ -444,7 +444,10 @@ impl Scenario {
                 .sum::<f64>()
                 / active.len().max(1) as f64
         };
-        let ideal = self.ideal.then(|| ideal_figures(&net));
+        let ideal = self
+            .ideal
+            .then(|| ideal_figures(&net))
+            .filter(|i| !i.rdp.is_empty());
         let mut rdp: Vec<f32> = net.rdp_samples().to_vec();
         rdp.sort_by(f32::total_cmp);
         let stats = net.lookup_stats().clone();
@@ -481,6 +484,7 @@ impl Scenario {
             rdp_ideal_p95: ideal.as_ref().map(|i| report::quantile(&i.rdp, 0.95)),
             hops_ideal_mean: ideal.as_ref().map(|i| i.hops_mean),
             rdp_ideal_samples: ideal.as_ref().map_or(0, |i| i.rdp.len()),
+            rdp_measured_same_lookups_mean: ideal.as_ref().map(|i| i.measured_mean),
             rdp_ideal_cdf: ideal
                 .as_ref()
                 .map_or_else(Vec::new, |i| report::cdf(&i.rdp)),
@@ -619,11 +623,14 @@ fn phases(
 struct IdealFigures {
     rdp: Vec<f32>,
     hops_mean: f64,
+    /// The measured RDP of the same lookups (the ideal covers at most [`IDEAL_LOOKUPS`]).
+    measured_mean: f64,
 }
 
 fn ideal_figures(net: &Network) -> IdealFigures {
     let routes = IdealRoutes::new(net);
     let mut rdp = Vec::new();
+    let mut measured = 0f64;
     let mut hops = 0usize;
     for l in net.lookups() {
         if rdp.len() >= IDEAL_LOOKUPS {
@@ -640,8 +647,17 @@ fn ideal_figures(net: &Network) -> IdealFigures {
         }
         rdp.push((r.latency.as_secs_f64() / direct) as f32);
         hops += r.hops;
+        // As the network measures it: overlay latency over the direct latency to the node
+        // that delivered.
+        let route = (d.time - l.sent_at).as_secs_f64();
+        let delivered_direct = net.latency(l.from, d.at).as_secs_f64();
+        measured += f64::from((route / delivered_direct.max(1e-9)) as f32);
     }
-    let hops_mean = hops as f64 / rdp.len().max(1) as f64;
+    let n = rdp.len().max(1) as f64;
     rdp.sort_by(f32::total_cmp);
-    IdealFigures { rdp, hops_mean }
+    IdealFigures {
+        rdp,
+        hops_mean: hops as f64 / n,
+        measured_mean: measured / n,
+    }
 }

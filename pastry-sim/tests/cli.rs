@@ -161,6 +161,11 @@ fn ideal_reports_perfect_tables_on_the_same_ring_beside_the_measured_figures() {
     assert_eq!(report["hops_histogram"], plain["hops_histogram"]);
     let samples = report["rdp_ideal_samples"].as_u64().unwrap();
     assert_eq!(samples, report["rdp_samples"].as_u64().unwrap());
+    // Recomputed from the lookups' records, the measured figure over the ideal's lookups is
+    // the network's own.
+    let same = report["rdp_measured_same_lookups_mean"].as_f64().unwrap();
+    let measured = report["rdp_mean"].as_f64().unwrap();
+    assert!((same - measured).abs() < 1e-6, "{same} against {measured}");
     let ideal = report["rdp_ideal_mean"].as_f64().unwrap();
     let median = report["rdp_ideal_median"].as_f64().unwrap();
     let hops = report["hops_ideal_mean"].as_f64().unwrap();
@@ -179,6 +184,15 @@ fn ideal_reports_perfect_tables_on_the_same_ring_beside_the_measured_figures() {
         svg.contains("perfect tables"),
         "the CDF plot shows the ideal"
     );
+    // A lone node delivers every lookup itself: nothing to compare, and no made-up zeros.
+    let out = sim()
+        .args(["--nodes", "1", "--lookups", "20", "--ideal", "--json"])
+        .arg(&json)
+        .output()
+        .expect("pastry-sim runs");
+    assert!(out.status.success());
+    let lone: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(lone["rdp_ideal_mean"].is_null() && lone["rdp_measured_same_lookups_mean"].is_null());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
