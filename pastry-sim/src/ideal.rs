@@ -142,17 +142,14 @@ impl<'a> IdealRoutes<'a> {
             .map_or_else(|| self.root(key), |(_, a)| a)
     }
 
-    /// The root of `key`, with the core's closeness order (ties to the lower id).
+    /// The root of `key`: the oracle's closest live, active node.
     fn root(&self, key: Id) -> Addr {
-        let n = self.sorted.len();
-        assert!(n > 0, "no live, active node");
-        let i = self.sorted.partition_point(|(id, _)| *id < key);
-        let (up, down) = (self.sorted[i % n], self.sorted[(i + n - 1) % n]);
-        if up.0 == down.0 || key.is_closer(up.0, down.0) {
-            up.1
-        } else {
-            down.1
-        }
+        let id = self
+            .net
+            .oracle()
+            .closest(key)
+            .expect("no live, active node");
+        self.sorted[self.sorted.partition_point(|(x, _)| *x < id)].1
     }
 
     fn position(&self, addr: Addr) -> usize {

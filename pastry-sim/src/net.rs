@@ -730,6 +730,16 @@ impl Network {
         &self.rdp
     }
 
+    /// The route delay penalty of a lookup: the latency of its overlay route (issue to first
+    /// delivery) over the direct latency from its origin to the node that delivered it. `None`
+    /// until delivered, and for a lookup delivered at its origin.
+    pub fn rdp_of(&self, l: &Lookup) -> Option<f32> {
+        let d = l.delivered.as_ref().filter(|d| d.at != l.from)?;
+        let direct = self.latency(l.from, d.at).as_secs_f64();
+        let route = (d.time - l.sent_at).as_secs_f64();
+        (direct > 0.0).then(|| (route / direct) as f32)
+    }
+
     /// A digest of every delivery so far (time, lookup, node, hops, verdict), to compare runs.
     pub fn digest(&self) -> u64 {
         self.digest
@@ -1023,14 +1033,10 @@ impl Network {
         let here = self.slots[addr as usize].id;
         let expected = self.oracle.closest(key);
         let correct = expected == Some(here);
-        let (from, sent_at) = {
-            let l = &self.lookups[n as usize];
-            if l.delivered.is_some() {
-                self.stats.duplicates += 1;
-                return;
-            }
-            (l.from, l.sent_at)
-        };
+        if self.lookups[n as usize].delivered.is_some() {
+            self.stats.duplicates += 1;
+            return;
+        }
         self.lookups[n as usize].delivered = Some(Delivery {
             at: addr,
             time: now,
@@ -1049,12 +1055,8 @@ impl Network {
             self.stats.hops.resize(h + 1, 0);
         }
         self.stats.hops[h] += 1;
-        if from != addr {
-            let direct = self.latency(from, addr).as_secs_f64();
-            let route = (now - sent_at).as_secs_f64();
-            if direct > 0.0 {
-                self.rdp.push((route / direct) as f32);
-            }
+        if let Some(r) = self.rdp_of(&self.lookups[n as usize]) {
+            self.rdp.push(r);
         }
         let mut d = self.digest;
         d = fnv(d, &now.as_micros().to_be_bytes());

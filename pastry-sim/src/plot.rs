@@ -115,27 +115,24 @@ pub fn rdp_cdf(report: &Report, path: &Path) -> PlotResult<()> {
         .x_desc("RDP (overlay latency / direct latency)")
         .y_desc("fraction of lookups")
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            report
-                .rdp_cdf
-                .iter()
-                .map(|(x, q)| (x.min(max_x * 1.05), *q)),
-            BLUE.stroke_width(2),
-        ))?
-        .label("measured")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE.stroke_width(2)));
-    if !report.rdp_ideal_cdf.is_empty() {
+    let series = [
+        (&report.rdp_cdf, "measured", BLUE.stroke_width(2)),
+        (
+            &report.rdp_ideal_cdf,
+            "perfect tables, same ring",
+            BLACK.stroke_width(1),
+        ),
+    ];
+    for (cdf, label, style) in series.into_iter().filter(|(c, ..)| !c.is_empty()) {
         chart
             .draw_series(LineSeries::new(
-                report
-                    .rdp_ideal_cdf
-                    .iter()
-                    .map(|(x, q)| (x.min(max_x * 1.05), *q)),
-                BLACK.stroke_width(1),
+                cdf.iter().map(|(x, q)| (x.min(max_x * 1.05), *q)),
+                style,
             ))?
-            .label("perfect tables, same ring")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.stroke_width(1)));
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
+    }
+    if !report.rdp_ideal_cdf.is_empty() {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)

@@ -636,8 +636,9 @@ fn ideal_figures(net: &Network) -> IdealFigures {
         if rdp.len() >= IDEAL_LOOKUPS {
             break;
         }
-        let Some(d) = &l.delivered else { continue };
-        if d.at == l.from || net.state(l.from) != NodeState::Active {
+        if l.delivered.as_ref().is_none_or(|d| d.at == l.from)
+            || net.state(l.from) != NodeState::Active
+        {
             continue;
         }
         let r = routes.route(l.from, l.key);
@@ -645,13 +646,10 @@ fn ideal_figures(net: &Network) -> IdealFigures {
         if r.root == l.from || direct <= 0.0 {
             continue;
         }
+        let Some(m) = net.rdp_of(l) else { continue };
         rdp.push((r.latency.as_secs_f64() / direct) as f32);
         hops += r.hops;
-        // As the network measures it: overlay latency over the direct latency to the node
-        // that delivered.
-        let route = (d.time - l.sent_at).as_secs_f64();
-        let delivered_direct = net.latency(l.from, d.at).as_secs_f64();
-        measured += f64::from((route / delivered_direct.max(1e-9)) as f32);
+        measured += f64::from(m);
     }
     let n = rdp.len().max(1) as f64;
     rdp.sort_by(f32::total_cmp);
