@@ -102,7 +102,7 @@ mod proptests;
 
 pub use addr::{Address, NodeHandle};
 pub use app::{Application, Context, Forward, LeafChange, MessageId, RouteMessage};
-pub use config::{Config, ConfigError, MAX_BOUND, MAX_DURATION, MAX_RETRIES};
+pub use config::{Config, ConfigError, MAX_BOUND, MAX_CELL_SPARES, MAX_DURATION, MAX_RETRIES};
 pub use id::{Id, ParseIdError};
 pub use leafset::{LeafSet, Side};
 pub use node::{

@@ -45,8 +45,9 @@ struct Overlay {
 }
 
 /// Every node's leaf set knows all nodes (a consistent overlay); each routing-table offer is
-/// dropped with probability `drop_per_mille / 1000`, so tables are partial.
-fn overlay(raw: &[u128], b: u8, leaf_size: usize, drop_per_mille: u32) -> Overlay {
+/// dropped with probability `drop_per_mille / 1000`, so tables are partial. An offer that does
+/// not take its cell stays as a spare while the cell has fewer than `spares`.
+fn overlay(raw: &[u128], b: u8, leaf_size: usize, drop_per_mille: u32, spares: usize) -> Overlay {
     let mut ids: Vec<Id> = raw.iter().map(|x| Id::new(*x)).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -63,10 +64,10 @@ fn overlay(raw: &[u128], b: u8, leaf_size: usize, drop_per_mille: u32) -> Overla
             l.insert(Peer::new(handle.clone()), Instant::ZERO);
             let coin = (other.as_u128() ^ own.as_u128()).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 118;
             if (coin as u32 % 1000) >= drop_per_mille {
-                t.insert(Peer::verified(
-                    handle,
-                    Rtt::from_sample(fake_rtt(*own, *other)),
-                ));
+                let peer = Peer::verified(handle, Rtt::from_sample(fake_rtt(*own, *other)));
+                if t.insert(peer.clone()) == crate::table::TableInsert::Kept && spares > 0 {
+                    t.add_spare(peer, spares);
+                }
             }
         }
         leaf.push(l);
@@ -87,10 +88,14 @@ proptest! {
         b in 1u8..=4,
         half in 1usize..=8,
         drop_per_mille in 0u32..900,
+        spares in 0usize..=4,
         keys in prop::collection::vec(any::<u128>(), 1..16),
         start in any::<prop::sample::Index>(),
     ) {
-        let o = overlay(&raw, b, 2 * half, drop_per_mille);
+        let o = overlay(&raw, b, 2 * half, drop_per_mille, spares);
+        for t in &o.table {
+            prop_assert!(t.check().is_ok(), "{:?}", t.check());
+        }
         let n = o.ids.len();
         for key in keys.into_iter().map(Id::new) {
             let mut cur = start.index(n);

@@ -49,16 +49,18 @@ pub enum NextHop<'a, A> {
 ///    caller waits for the suspicion to resolve, because rerouting around a live root would
 ///    deliver at the wrong node.
 /// 2. Otherwise the routing-table cell `[shared prefix][next digit of key]`, unless empty or
-///    suspect.
+///    suspect; if the cell keeps spares (see [`RoutingTable::spares_in`]), the node of the
+///    entry and its spares numerically closest to the key.
 /// 3. Otherwise any known node (leaf set or table) that shares at least as long a prefix with
 ///    the key as we do and is numerically closer; the closest such node.
 /// 4. Otherwise `NoRoute`.
 ///
 /// `exclude` is never chosen (a joining node is not the root of its own join).
 ///
-/// Every forward makes progress: rule 2 lengthens the shared prefix, rule 3 keeps or
-/// lengthens it while getting strictly closer, and rule 1 moves strictly closer to the key
-/// onto the node that is closest among those this node knows.
+/// Every forward makes progress: rule 2 lengthens the shared prefix (every node of the cell
+/// shares one more digit with the key), rule 3 keeps or lengthens it while getting strictly
+/// closer, and rule 1 moves strictly closer to the key onto the node that is closest among
+/// those this node knows.
 ///
 /// ```
 /// use pastry_core::{next_hop, Id, LeafSet, NextHop, RoutingTable};
@@ -88,10 +90,14 @@ pub fn next_hop<'a, A: Clone + PartialEq>(
         // pass a leaf set built for another id.
         return NextHop::Local;
     }
-    if let Some(peer) = table.get(p, key.digit(p, b))
-        && !peer.is_suspect()
-        && Some(peer.id()) != exclude
-    {
+    let col = key.digit(p, b);
+    let cell = table
+        .get(p, col)
+        .into_iter()
+        .chain(table.spares_in(p, col))
+        .filter(|c| !c.is_suspect() && Some(c.id()) != exclude)
+        .min_by(|x, y| key.cmp_closeness(x.id(), y.id()));
+    if let Some(peer) = cell {
         return NextHop::Forward(peer, Via::Table);
     }
     let usable = |c: &&Peer<A>| {
@@ -112,5 +118,58 @@ pub fn next_hop<'a, A: Clone + PartialEq>(
     match best {
         Some(peer) => NextHop::Forward(peer, Via::Rare),
         None => NextHop::NoRoute,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NodeHandle, Rtt};
+    use core::time::Duration;
+
+    fn peer(id: u128, rtt_ms: u64) -> Peer<u32> {
+        Peer::verified(
+            NodeHandle::new(Id::new(id), id as u32),
+            Rtt::from_sample(Duration::from_millis(rtt_ms)),
+        )
+    }
+
+    #[test]
+    fn a_cell_with_spares_hands_the_key_to_its_closest_node() {
+        let own = Id::new(0);
+        let mut leaf = LeafSet::new(own, 4);
+        for id in [1, 2, u128::MAX, u128::MAX - 1] {
+            leaf.insert(peer(id, 5), crate::Instant::ZERO);
+        }
+        let mut table = RoutingTable::new(own, 4);
+        // Row 2, column 7: the entry is the nearest by round trip; two spares stand beside it.
+        let cell = |x: u128| (0x0070 << 112) | (x << 100);
+        table.insert(peer(cell(0x100), 5));
+        table.add_spare(peer(cell(0x900), 40), 2);
+        table.add_spare(peer(cell(0xf00), 60), 2);
+        let key = Id::new(cell(0x8ff));
+        match next_hop(key, own, &leaf, &table, None) {
+            NextHop::Forward(p, Via::Table) => assert_eq!(p.id(), Id::new(cell(0x900))),
+            other => panic!("{other:?}"),
+        }
+        // A suspected spare is passed over, and so is an excluded one.
+        table.update(Id::new(cell(0x900)), |p| {
+            p.set_flag(crate::peer::SUSPECT, true)
+        });
+        match next_hop(key, own, &leaf, &table, None) {
+            NextHop::Forward(p, Via::Table) => assert_eq!(p.id(), Id::new(cell(0xf00))),
+            other => panic!("{other:?}"),
+        }
+        let far = Id::new(cell(0xeff));
+        match next_hop(far, own, &leaf, &table, Some(Id::new(cell(0xf00)))) {
+            NextHop::Forward(p, Via::Table) => assert_eq!(p.id(), Id::new(cell(0x100))),
+            other => panic!("{other:?}"),
+        }
+        // Without spares the entry alone serves the cell.
+        table.retain_spares(|_| false);
+        match next_hop(far, own, &leaf, &table, None) {
+            NextHop::Forward(p, Via::Table) => assert_eq!(p.id(), Id::new(cell(0x100))),
+            other => panic!("{other:?}"),
+        }
     }
 }

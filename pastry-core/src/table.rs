@@ -42,6 +42,12 @@ pub(crate) enum TableInsert<A> {
 /// Rows are allocated only up to the deepest populated one, and each row stores only its
 /// occupied cells, so memory follows the number of entries (about `log_{2^b} N` full rows).
 ///
+/// Beside a cell's entry the table may keep *spares*: other nodes of the same cell, for cells
+/// so sparse that they hold only a few nodes in the whole ring (see
+/// [`Config::cell_spares`](crate::Config::cell_spares)). Routing then picks, among the entry
+/// and its spares, the node numerically closest to the key, which is often the key's root
+/// itself. A spare takes its cell when the entry is removed.
+///
 /// ```
 /// use pastry_core::{Id, RoutingTable};
 /// let table: RoutingTable<u32> = RoutingTable::new(Id::new(0x1234 << 112), 4);
@@ -53,6 +59,8 @@ pub struct RoutingTable<A> {
     own: Id,
     b: u8,
     rows: Vec<Row<A>>,
+    /// More nodes of sparse cells, beside each cell's entry.
+    spares: Vec<Peer<A>>,
 }
 
 impl<A: Clone + PartialEq> RoutingTable<A> {
@@ -62,6 +70,7 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
             own,
             b,
             rows: Vec::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -109,13 +118,78 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         self.rows.is_empty()
     }
 
-    /// The entry for exactly this id.
+    /// The entry (or spare) for exactly this id.
     pub fn find(&self, id: Id) -> Option<&Peer<A>> {
         let (r, c) = self.cell_of(id)?;
-        self.get(r, c).filter(|p| p.id() == id)
+        self.get(r, c)
+            .filter(|p| p.id() == id)
+            .or_else(|| self.spares.iter().find(|p| p.id() == id))
     }
 
-    /// Applies `f` to the entry for this id, if present.
+    /// The spares of a cell (nodes of that cell beside its entry).
+    ///
+    /// ```
+    /// use pastry_core::{Id, RoutingTable};
+    /// let table: RoutingTable<u32> = RoutingTable::new(Id::new(0), 4);
+    /// assert_eq!(table.spares_in(2, 5).count(), 0);
+    /// ```
+    pub fn spares_in(&self, row: usize, col: u8) -> impl Iterator<Item = &Peer<A>> + '_ {
+        self.spares
+            .iter()
+            .filter(move |p| self.cell_of(p.id()) == Some((row, col)))
+    }
+
+    /// Every spare, in no particular order.
+    ///
+    /// ```
+    /// use pastry_core::{Id, RoutingTable};
+    /// let table: RoutingTable<u32> = RoutingTable::new(Id::new(0), 4);
+    /// assert_eq!(table.spares().count(), 0);
+    /// ```
+    pub fn spares(&self) -> impl Iterator<Item = &Peer<A>> + '_ {
+        self.spares.iter()
+    }
+
+    /// Drops the spares of every row for which `keep(row)` is false.
+    pub(crate) fn retain_spares(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let (own, b) = (self.own, self.b);
+        self.spares
+            .retain(|p| keep(own.shared_prefix_len(p.id(), b)));
+        if self.spares.capacity() > 2 * self.spares.len() + 4 {
+            self.spares.shrink_to_fit();
+        }
+    }
+
+    /// Keeps `peer` as a spare of its cell if the cell's entry is another node and the cell has
+    /// fewer than `per_cell` spares; refreshes it (round trip, verification) if it is a spare
+    /// already. Returns whether it is a spare now.
+    pub(crate) fn add_spare(&mut self, peer: Peer<A>, per_cell: usize) -> bool {
+        let Some((r, c)) = self.cell_of(peer.id()) else {
+            return false;
+        };
+        match self.get(r, c) {
+            Some(e) if e.id() != peer.id() => {}
+            _ => return false,
+        }
+        if let Some(old) = self.spares.iter_mut().find(|p| p.id() == peer.id()) {
+            if old.handle.addr == peer.handle.addr {
+                if peer.rtt.srtt().is_some() {
+                    old.rtt = peer.rtt;
+                }
+                old.flags |= peer.flags & crate::peer::VERIFIED;
+            } else if peer.is_verified() {
+                *old = peer;
+            }
+            return true;
+        }
+        if self.spares_in(r, c).count() >= per_cell {
+            return false;
+        }
+        self.spares.push(peer);
+        true
+    }
+
+    /// Applies `f` to the entry (or spare) for this id, if present.
     pub(crate) fn update(&mut self, id: Id, f: impl FnOnce(&mut Peer<A>)) -> bool {
         let Some((r, c)) = self.cell_of(id) else {
             return false;
@@ -123,15 +197,18 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         let Some(row) = self.rows.get_mut(r) else {
             return false;
         };
-        if row.mask & (1 << c) == 0 {
-            return false;
+        if row.mask & (1 << c) != 0 {
+            let i = row.index(c);
+            if row.cells[i].id() == id {
+                f(&mut row.cells[i]);
+                return true;
+            }
         }
-        let i = row.index(c);
-        if row.cells[i].id() != id {
-            return false;
+        if let Some(p) = self.spares.iter_mut().find(|p| p.id() == id) {
+            f(p);
+            return true;
         }
-        f(&mut row.cells[i]);
-        true
+        false
     }
 
     /// Offers a node for its cell. An empty cell takes it; an occupied cell keeps whichever of
@@ -151,7 +228,9 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         let i = row.index(c);
         if row.mask & (1 << c) == 0 {
             row.mask |= 1 << c;
+            let id = peer.id();
             row.cells.insert(i, peer);
+            self.spares.retain(|p| p.id() != id);
             return TableInsert::Added;
         }
         let old = &mut row.cells[i];
@@ -172,16 +251,23 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         let better = old.is_suspect() && !peer.is_suspect()
             || peer.rtt.srtt_micros_or_max() < old.rtt.srtt_micros_or_max();
         if better {
-            TableInsert::Replaced(core::mem::replace(old, peer))
+            let id = peer.id();
+            let out = core::mem::replace(old, peer);
+            self.spares.retain(|p| p.id() != id);
+            TableInsert::Replaced(out)
         } else {
             TableInsert::Kept
         }
     }
 
-    /// Removes the entry for this id.
+    /// Removes the entry (or spare) for this id. An entry's place goes to the nearest of its
+    /// cell's spares that is not suspected, if it has one.
     pub(crate) fn remove(&mut self, id: Id) -> Option<Peer<A>> {
         let (r, c) = self.cell_of(id)?;
-        let row = self.rows.get_mut(r)?;
+        if let Some(i) = self.spares.iter().position(|p| p.id() == id) {
+            return Some(self.spares.swap_remove(i));
+        }
+        let row = self.rows.get(r)?;
         if row.mask & (1 << c) == 0 {
             return None;
         }
@@ -189,6 +275,26 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         if row.cells[i].id() != id {
             return None;
         }
+        // The nearest spare that is not suspected takes the cell.
+        let heir = self
+            .spares
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_suspect() && self.cell_of(p.id()) == Some((r, c)))
+            .min_by_key(|(_, p)| p.rtt.srtt_micros_or_max())
+            .map(|(i, _)| i);
+        if let Some(h) = heir {
+            let heir = self.spares.swap_remove(h);
+            let row = &mut self.rows[r];
+            return Some(core::mem::replace(&mut row.cells[i], heir));
+        }
+        // Only suspects were left beside it: they go with it.
+        let (own, b) = (self.own, self.b);
+        self.spares.retain(|p| {
+            let pr = own.shared_prefix_len(p.id(), b);
+            (pr, p.id().digit(pr, b)) != (r, c)
+        });
+        let row = &mut self.rows[r];
         row.mask &= !(1 << c);
         let p = row.cells.remove(i);
         while self.rows.last().is_some_and(|r| r.mask == 0) {
@@ -205,10 +311,12 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
                 .iter()
                 .map(|r| r.cells.capacity() * core::mem::size_of::<Peer<A>>())
                 .sum::<usize>()
+            + self.spares.capacity() * core::mem::size_of::<Peer<A>>()
     }
 
     /// Checks the structural invariants: every entry sits in the cell its id belongs to, masks
-    /// agree with the cells, and no trailing row is empty.
+    /// agree with the cells, no trailing row is empty, and every spare belongs to a cell whose
+    /// entry is another node, once.
     pub fn check(&self) -> Result<(), &'static str> {
         for (r, row) in self.rows.iter().enumerate() {
             if row.mask.count_ones() as usize != row.cells.len() {
@@ -224,6 +332,15 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         }
         if self.rows.last().is_some_and(|r| r.mask == 0) {
             return Err("trailing empty row");
+        }
+        for (i, p) in self.spares.iter().enumerate() {
+            let (r, c) = self.cell_of(p.id()).ok_or("our own id as a spare")?;
+            if self.get(r, c).is_none_or(|e| e.id() == p.id()) {
+                return Err("spare of a cell without another entry");
+            }
+            if self.spares[..i].iter().any(|q| q.id() == p.id()) {
+                return Err("spare listed twice");
+            }
         }
         Ok(())
     }
@@ -262,6 +379,50 @@ mod tests {
         assert!(t.remove(Id::new(0x1239 << 112)).is_none());
         assert_eq!(t.insert(peer(own, 1)), TableInsert::Kept);
         assert!(t.check().is_ok());
+    }
+
+    #[test]
+    fn spares_wait_beside_their_cell_and_inherit_it() {
+        let mut t = RoutingTable::new(Id::new(0), 4);
+        let cell = |x: u128| x << 112 | 0x0050 << 112;
+        // Row 2, column 5: ids 0x005...
+        assert_eq!(t.insert(peer(cell(0x0001), 40)), TableInsert::Added);
+        assert!(
+            !t.add_spare(peer(cell(0x0001), 40), 3),
+            "the entry is no spare"
+        );
+        assert!(
+            !t.add_spare(peer(0x0060 << 112, 5), 3),
+            "another cell has no entry to stand beside"
+        );
+        assert!(t.add_spare(peer(cell(0x0002), 30), 2));
+        assert!(t.add_spare(peer(cell(0x0003), 20), 2));
+        assert!(
+            !t.add_spare(peer(cell(0x0004), 10), 2),
+            "two spares a cell at most"
+        );
+        assert!(
+            t.add_spare(peer(cell(0x0003), 15), 2),
+            "a spare is refreshed"
+        );
+        assert_eq!(t.spares_in(2, 5).count(), 2);
+        assert_eq!(t.len(), 1, "spares are not entries");
+        assert!(t.find(Id::new(cell(0x0002))).is_some());
+        assert!(t.check().is_ok());
+        // The entry goes: the nearer spare takes its place.
+        assert!(t.remove(Id::new(cell(0x0001))).is_some());
+        assert_eq!(t.get(2, 5).map(|p| p.id()), Some(Id::new(cell(0x0003))));
+        assert_eq!(t.spares().count(), 1);
+        // A spare that wins the cell on its own stops being a spare.
+        assert!(matches!(
+            t.insert(peer(cell(0x0002), 1)),
+            TableInsert::Replaced(_)
+        ));
+        assert_eq!(t.spares().count(), 0);
+        assert!(t.check().is_ok());
+        t.add_spare(peer(cell(0x0003), 15), 2);
+        t.retain_spares(|row| row != 2);
+        assert_eq!(t.spares().count(), 0);
     }
 
     #[test]

@@ -73,6 +73,11 @@ struct Args {
     /// New routing-table candidates a node may probe per maintenance round.
     #[arg(long, value_name = "N")]
     maintenance_probes: Option<usize>,
+    /// Nodes kept beside the entry of each sparse routing-table cell (0 to 8; see
+    /// `Config::cell_spares`): routes then end at the cell's node numerically closest to the
+    /// key, often the root, a hop early. Off by default, as in the original protocol.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    cell_spares: u8,
     /// Period of leaf-set heartbeats, in seconds.
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     heartbeat_period: Option<Duration>,
@@ -112,6 +117,7 @@ fn scenario(args: &Args) -> Scenario {
     if let Some(p) = args.maintenance_period {
         s.node.maintenance_period = p;
     }
+    s.node.cell_spares = args.cell_spares;
     if let Some(n) = args.maintenance_probes {
         s.node.maintenance_probes = n;
     }

@@ -90,6 +90,9 @@ pub struct Report {
     pub state_bytes_per_node: f64,
     /// Mean routing-table entries per active node at the end.
     pub routing_table_entries_mean: f64,
+    /// Mean spares kept beside sparse cells' entries per active node at the end (0 unless
+    /// `--cell-spares`).
+    pub routing_table_spares_mean: f64,
     /// `state_bytes_per_node` by part (mean bytes per active node): node, routing_table,
     /// timers, queues, in_flight, probes, caches.
     pub state_breakdown: std::collections::BTreeMap<String, f64>,
@@ -432,10 +435,15 @@ impl fmt::Display for Report {
             .collect();
         writeln!(
             f,
-            "  state: {:.0} bytes per node ({}), {:.1} routing-table entries per node",
+            "  state: {:.0} bytes per node ({}), {:.1} routing-table entries per node{}",
             self.state_bytes_per_node,
             parts.join(", "),
-            self.routing_table_entries_mean
+            self.routing_table_entries_mean,
+            if self.routing_table_spares_mean > 0.0 {
+                format!(" and {:.1} spares", self.routing_table_spares_mean)
+            } else {
+                String::new()
+            }
         )?;
         write!(
             f,

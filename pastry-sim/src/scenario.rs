@@ -495,6 +495,7 @@ impl Scenario {
             join_time_median_ms: join_ms.get(join_ms.len() / 2).copied().unwrap_or(0.0),
             state_bytes_per_node: mean_over_active(&|n| n.state_bytes()),
             routing_table_entries_mean: mean_over_active(&|n| n.routing_table().len()),
+            routing_table_spares_mean: mean_over_active(&|n| n.routing_table().spares().count()),
             state_breakdown: [
                 ("node", mean_over_active(&|n| n.memory().node)),
                 (

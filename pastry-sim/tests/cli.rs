@@ -197,6 +197,58 @@ fn ideal_reports_perfect_tables_on_the_same_ring_beside_the_measured_figures() {
 }
 
 #[test]
+fn cell_spares_shorten_routes_and_still_deliver_every_lookup_at_its_root() {
+    let dir = scratch("spares");
+    let json = dir.join("report.json");
+    let run = |spares: &str| {
+        let out = sim()
+            .args([
+                "--nodes",
+                "1000",
+                "--lookups",
+                "3000",
+                "--seed",
+                "6",
+                "--settle",
+                "600",
+                "--ideal",
+                "--cell-spares",
+                spares,
+                "--json",
+            ])
+            .arg(&json)
+            .output()
+            .expect("pastry-sim runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("{stdout}");
+        assert!(out.status.success(), "{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        report
+    };
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    let (off, on) = (run("0"), run("4"));
+    for r in [&off, &on] {
+        assert_eq!(r["correct"], r["lookups_sent"], "every lookup at its root");
+    }
+    assert_eq!(f(&off, "routing_table_spares_mean"), 0.0);
+    // 1,000 nodes: row 0's cells hold about 62 nodes, row 1's about 4 (sparse for four
+    // spares), row 2's 0.24.
+    let spares = f(&on, "routing_table_spares_mean");
+    assert!(
+        spares > 10.0 && spares <= 4.0 * 16.0 * 2.0,
+        "{spares} spares"
+    );
+    // The entry's spares often hold the key's root: fewer hops, less delay, measured and
+    // over perfect tables alike.
+    assert!(f(&on, "hops_mean") < f(&off, "hops_mean") - 0.05);
+    assert!(f(&on, "hops_ideal_mean") < f(&off, "hops_ideal_mean") - 0.05);
+    assert!(f(&on, "rdp_mean") < f(&off, "rdp_mean"));
+    assert!(f(&on, "rdp_ideal_mean") < f(&off, "rdp_ideal_mean"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn same_seed_same_figures_and_plots() {
     let dir = scratch("same-seed");
     let run = |name: &str| {
@@ -252,6 +304,7 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
         &["--lookup-rate", "-1"],
         &["--ideal", "--session-median", "600"],
         &["--ideal", "--fail-fraction", "0.1"],
+        &["--cell-spares", "9"],
         &["--no-such-flag"],
     ] {
         let out = sim().args(args).output().expect("pastry-sim runs");

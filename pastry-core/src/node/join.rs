@@ -528,7 +528,10 @@ impl<A: Address> Core<A> {
         }
         if in_table && let Some((row, col)) = self.table.cell_of(sender.id) {
             self.table.remove(sender.id);
-            self.repair_table_cell(now, row, col);
+            // A spare that leaves, or an entry a spare succeeds, leaves no hole to repair.
+            if self.table.get(row, col).is_none() {
+                self.repair_table_cell(now, row, col);
+            }
         }
         if in_leaf {
             let sides = self.leaf.sides_of(sender.id);

@@ -406,6 +406,24 @@ impl<A: Address> Core<A> {
         };
         let empty = self.table.get(r, c).is_none();
         let budget = r.min(super::PNS_ROWS - 1);
+        let spare_wanted = !empty
+            && self.cfg.cell_spares > 0
+            && self.table.spares_in(r, c).count() < usize::from(self.cfg.cell_spares)
+            && self.sparse_row(r);
+        if spare_wanted {
+            // A node of a sparse cell that its entry leaves out: probed like any candidate
+            // (in the rows taken lazily, taken unprobed), it stays as a spare if it does not
+            // take the cell.
+            if self.recently_dead(h.id, now) || !self.is_active() {
+                return;
+            }
+            if exempt && r >= LAZY_ROWS {
+                self.offer_table(Peer::new(h.clone()));
+            } else {
+                self.probe(now, h, P_TABLE, &[], exempt);
+            }
+            return;
+        }
         if !(empty || improve && self.pns_budget[budget] > 0) {
             return;
         }
@@ -457,8 +475,76 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// Offers a measured (or lazily taken) node to the routing table; in a sparse row, a node
+    /// that does not take the cell, or the entry it displaces, stays as a spare.
     pub(crate) fn offer_table(&mut self, peer: Peer<A>) {
-        let _: TableInsert<A> = self.table.insert(peer);
+        let per_cell = usize::from(self.cfg.cell_spares);
+        let sparse = per_cell > 0
+            && self
+                .table
+                .cell_of(peer.id())
+                .is_some_and(|(r, _)| self.sparse_row(r));
+        if !sparse {
+            let _: TableInsert<A> = self.table.insert(peer);
+            return;
+        }
+        match self.table.insert(peer.clone()) {
+            TableInsert::Kept => {
+                self.table.add_spare(peer, per_cell);
+            }
+            TableInsert::Replaced(old) if !old.is_suspect() => {
+                self.table.add_spare(old, per_cell);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the cells of routing-table row `row` are sparse (see [`Config::cell_spares`]):
+    /// by the density of the ring our leaf set shows, a cell's share of the ring holds at most
+    /// `cell_spares + 1` nodes. Every row is sparse while the leaf set covers the ring or a
+    /// side is empty (a small ring); none is while this node is joining.
+    ///
+    /// [`Config::cell_spares`]: crate::Config::cell_spares
+    pub(crate) fn sparse_row(&self, row: usize) -> bool {
+        let k = u128::from(self.cfg.cell_spares);
+        if k == 0 || !self.is_active() {
+            // A joining node's leaf set does not show the ring's density yet.
+            return false;
+        }
+        let (Some(cw), Some(ccw)) = (self.leaf.farthest(Side::Cw), self.leaf.farthest(Side::Ccw))
+        else {
+            return true;
+        };
+        if self.leaf.covers_ring() {
+            return true;
+        }
+        let span = self
+            .leaf
+            .dist(Side::Cw, cw.id())
+            .saturating_add(self.leaf.dist(Side::Ccw, ccw.id()));
+        let members = self.leaf.len() as u128;
+        let bits = (row + 1) * usize::from(self.cfg.b);
+        let cell = if bits >= 128 {
+            1
+        } else {
+            1u128 << (128 - bits)
+        };
+        // Nodes expected in a cell, members * cell / span, at most k + 1; both sides scaled
+        // down by 2^8 so that neither product overflows (members <= 64, cell <= 2^124).
+        members.saturating_mul(cell >> 8) <= (k + 1).saturating_mul(span >> 8)
+    }
+
+    /// Drops the spares of rows that are no longer sparse (the ring grew, as our leaf set
+    /// shows).
+    pub(crate) fn prune_spares(&mut self) {
+        if self.table.spares().next().is_none() {
+            return;
+        }
+        let sparse: Vec<bool> = (0..self.table.row_count())
+            .map(|r| self.sparse_row(r))
+            .collect();
+        self.table
+            .retain_spares(|r| sparse.get(r).copied().unwrap_or(true));
     }
 
     // ----- heartbeats and leaf-set upkeep -----
@@ -555,6 +641,7 @@ impl<A: Address> Core<A> {
             }
         }
         self.repair_asked = [None, None];
+        self.prune_spares();
         self.reconsider_deferred(now);
         self.repair_leaf(now, &[Side::Cw, Side::Ccw]);
         self.reprobe_suspects(now);

@@ -1314,6 +1314,14 @@ impl<A: Address> Core<A> {
             return Err("own id outside the leaf set's range");
         }
         self.table.check()?;
+        let per_cell = usize::from(self.cfg.cell_spares);
+        if self.table.spares().any(|p| {
+            self.table
+                .cell_of(p.id())
+                .is_some_and(|(r, c)| self.table.spares_in(r, c).count() > per_cell)
+        }) {
+            return Err("routing-table cell over its spares");
+        }
         if self.table.entries().any(|p| p.id() == own) {
             return Err("routing table holds our own id");
         }
