@@ -21,6 +21,8 @@ scenarios=(
   "fig10|--nodes 5000 --fail-fraction 0.1 --fail-at 300 --duration 1500 --lookups 200000"
   "rdp-sphere|--nodes 10000 --settle 3600 --lookups 20000 --ideal"
   "rdp-transit-stub|--nodes 10000 --topology transit-stub --settle 3600 --lookups 20000 --ideal"
+  "rdp-sphere-spares|--nodes 10000 --settle 3600 --lookups 20000 --ideal --cell-spares 4"
+  "rdp-transit-stub-spares|--nodes 10000 --topology transit-stub --settle 3600 --lookups 20000 --ideal --cell-spares 4"
   "churn60|--nodes 10000 --session-median 3600 --duration 7200 --lookup-rate 0.01 --settle 300"
   "churn10|--nodes 10000 --session-median 600 --duration 7200 --lookup-rate 0.01 --settle 300"
   "loss5|--nodes 2000 --loss 0.05 --lookups 20000"
