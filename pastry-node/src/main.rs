@@ -73,6 +73,7 @@ enum Command {
 /// maintenance_period = 600.0
 /// join_timeout = 5.0
 /// lookup_timeout = 10.0
+/// cell_spares = 4
 /// seed = 7
 /// ```
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +89,7 @@ struct Settings {
     lookup_timeout: Option<f64>,
     lookup_retries: Option<u8>,
     max_datagram_size: Option<usize>,
+    cell_spares: Option<u8>,
     seed: Option<u64>,
 }
 
@@ -138,6 +140,9 @@ impl Settings {
         }
         if let Some(v) = self.max_datagram_size {
             c.max_datagram_size = v;
+        }
+        if let Some(v) = self.cell_spares {
+            c.cell_spares = v;
         }
         c.validate().map_err(|e| format!("configuration: {e}"))
     }

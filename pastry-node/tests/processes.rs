@@ -78,10 +78,11 @@ fn twelve_processes_route_lookups_and_survive_three_sigkills() {
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     println!("port {port}");
     let config = std::env::temp_dir().join(format!("pastry-node-test-{port}.toml"));
-    // Short timers, so that failures are found in seconds rather than a minute.
+    // Short timers, so that failures are found in seconds rather than a minute; spares beside
+    // the routing table's cells (every cell of a ring this small is sparse).
     std::fs::write(
         &config,
-        "heartbeat_period = 1.0\nfailure_timeout = 2.5\njoin_timeout = 1.0\nlookup_timeout = 2.0\n",
+        "heartbeat_period = 1.0\nfailure_timeout = 2.5\njoin_timeout = 1.0\nlookup_timeout = 2.0\ncell_spares = 3\n",
     )
     .unwrap();
     let n = 12;
