@@ -161,8 +161,9 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
     }
 
     /// Keeps `peer` as a spare of its cell if the cell's entry is another node and the cell has
-    /// fewer than `per_cell` spares; refreshes it (round trip, verification) if it is a spare
-    /// already. Returns whether it is a spare now.
+    /// fewer than `per_cell` spares, or in place of the cell's farthest spare if `peer` is
+    /// nearer; refreshes it (round trip, verification) if it is a spare already. Returns
+    /// whether it is a spare now.
     pub(crate) fn add_spare(&mut self, peer: Peer<A>, per_cell: usize) -> bool {
         let Some((r, c)) = self.cell_of(peer.id()) else {
             return false;
@@ -182,11 +183,34 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
             }
             return true;
         }
-        if self.spares_in(r, c).count() >= per_cell {
-            return false;
+        if self.spares_in(r, c).count() < per_cell {
+            self.spares.push(peer);
+            return true;
         }
-        self.spares.push(peer);
-        true
+        // Full: a candidate nearer than the cell's farthest spare (suspect or unmeasured
+        // ones count as farthest) takes its place.
+        let rank = |p: &Peer<A>| {
+            if p.is_suspect() {
+                u64::MAX
+            } else {
+                u64::from(p.rtt.srtt_micros_or_max())
+            }
+        };
+        let mine = rank(&peer);
+        let worst = self
+            .spares
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| self.cell_of(p.id()) == Some((r, c)))
+            .max_by_key(|(_, p)| rank(p))
+            .map(|(i, p)| (i, rank(p)));
+        match worst {
+            Some((i, w)) if mine < w => {
+                self.spares[i] = peer;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Applies `f` to the entry (or spare) for this id, if present.
@@ -398,24 +422,29 @@ mod tests {
         assert!(t.add_spare(peer(cell(0x0002), 30), 2));
         assert!(t.add_spare(peer(cell(0x0003), 20), 2));
         assert!(
-            !t.add_spare(peer(cell(0x0004), 10), 2),
-            "two spares a cell at most"
+            !t.add_spare(peer(cell(0x0004), 35), 2),
+            "two spares a cell at most: a farther one is refused"
         );
+        assert!(
+            t.add_spare(peer(cell(0x0004), 10), 2),
+            "a nearer one takes the farthest spare's place"
+        );
+        assert!(t.find(Id::new(cell(0x0002))).is_none());
         assert!(
             t.add_spare(peer(cell(0x0003), 15), 2),
             "a spare is refreshed"
         );
         assert_eq!(t.spares_in(2, 5).count(), 2);
         assert_eq!(t.len(), 1, "spares are not entries");
-        assert!(t.find(Id::new(cell(0x0002))).is_some());
+        assert!(t.find(Id::new(cell(0x0003))).is_some());
         assert!(t.check().is_ok());
         // The entry goes: the nearer spare takes its place.
         assert!(t.remove(Id::new(cell(0x0001))).is_some());
-        assert_eq!(t.get(2, 5).map(|p| p.id()), Some(Id::new(cell(0x0003))));
+        assert_eq!(t.get(2, 5).map(|p| p.id()), Some(Id::new(cell(0x0004))));
         assert_eq!(t.spares().count(), 1);
         // A spare that wins the cell on its own stops being a spare.
         assert!(matches!(
-            t.insert(peer(cell(0x0002), 1)),
+            t.insert(peer(cell(0x0003), 1)),
             TableInsert::Replaced(_)
         ));
         assert_eq!(t.spares().count(), 0);

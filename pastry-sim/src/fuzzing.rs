@@ -402,8 +402,10 @@ impl<'a> Arbitrary<'a> for NodeInput {
 /// Most steps of a node input that run.
 pub const MAX_STEPS: usize = 512;
 
-fn node_config() -> Config {
+/// The fuzzed nodes' configuration; odd seeds keep spares beside sparse routing-table cells.
+fn node_config(seed: u64) -> Config {
     let mut c = Config::default();
+    c.cell_spares = if seed & 1 == 1 { 3 } else { 0 };
     c.heartbeat_period = Duration::from_secs(1);
     c.failure_timeout = Duration::from_millis(2500);
     c.maintenance_period = Duration::from_secs(20);
@@ -431,8 +433,14 @@ pub fn node(data: &[u8]) {
 /// Runs the node target on a decoded input.
 pub fn run_node(input: &NodeInput) {
     let mut now = Instant::from_secs(1);
-    let mut node: Node<Addr> = Node::new(node_config(), Id::new(OWN_ID), OWN_ADDR, input.seed, now)
-        .expect("the target's configuration is valid");
+    let mut node: Node<Addr> = Node::new(
+        node_config(input.seed),
+        Id::new(OWN_ID),
+        OWN_ADDR,
+        input.seed,
+        now,
+    )
+    .expect("the target's configuration is valid");
     if input.join {
         node.join(now, peer_addr(0)).expect("a new node joins");
     } else {
@@ -626,8 +634,7 @@ impl Runner {
     /// three spares per sparse routing-table cell (in rings this small, every cell is sparse).
     pub fn new(seed: u64, initial: u8) -> Result<Runner, String> {
         let mut cfg = NetConfig::with_seed(seed);
-        cfg.node = node_config();
-        cfg.node.cell_spares = if seed & 1 == 1 { 3 } else { 0 };
+        cfg.node = node_config(seed);
         cfg.check_invariants = true;
         let mut net = Network::new(cfg);
         net.grow(usize::from(initial % 8) + 1, Duration::from_secs(60))?;

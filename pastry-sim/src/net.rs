@@ -1090,8 +1090,8 @@ impl Network {
             .collect()
     }
 
-    /// Routing-table entries of active nodes that name a node which no longer runs (dead, or
-    /// departed): what lazy repair and maintenance have yet to clear.
+    /// Routing-table entries and spares of active nodes that name a node which no longer runs
+    /// (dead, or departed): what lazy repair and maintenance have yet to clear.
     pub fn stale_table_entries(&self) -> usize {
         self.active
             .iter()
@@ -1100,8 +1100,10 @@ impl Network {
                     .node
                     .as_ref()
                     .expect("active nodes run");
-                node.routing_table()
+                let table = node.routing_table();
+                table
                     .entries()
+                    .chain(table.spares())
                     .filter(|p| {
                         let s = &self.slots[p.handle.addr as usize];
                         s.node.is_none() || s.id != p.id()

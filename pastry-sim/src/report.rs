@@ -137,7 +137,8 @@ pub struct Report {
     /// Seconds from the mass failure until every leaf set matched the oracle again and at
     /// least one maintenance period had passed (`null`: not within the run).
     pub repaired_after_s: Option<f64>,
-    /// Of all routing-table entries, the fraction naming a failed node at that time.
+    /// Of all routing-table entries (spares included), the fraction naming a failed node at
+    /// that time.
     pub stale_table_fraction_at_repair: Option<f64>,
     /// For runs with a mass failure: lookups sent before it, right after it (within one failure
     /// timeout and heartbeat period, before the failure detector can have acted), while the

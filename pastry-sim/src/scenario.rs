@@ -377,7 +377,12 @@ impl Scenario {
                     let entries: usize = net
                         .active_addrs()
                         .iter()
-                        .map(|a| net.node(*a).map_or(0, |n| n.routing_table().len()))
+                        .map(|a| {
+                            net.node(*a).map_or(0, |n| {
+                                let table = n.routing_table();
+                                table.len() + table.spares().count()
+                            })
+                        })
                         .sum();
                     stale_at_repair =
                         Some(net.stale_table_entries() as f64 / entries.max(1) as f64);

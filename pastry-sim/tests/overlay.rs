@@ -343,6 +343,110 @@ fn a_dead_routing_table_entry_is_dropped_after_one_probe() {
     );
 }
 
+/// Runs until `addr`'s routing table (entries and spares) no longer names `id`.
+fn until_forgotten(net: &mut Network, seed: u64, addr: Addr, id: Id) {
+    let start = net.now();
+    while net
+        .node(addr)
+        .expect("running")
+        .routing_table()
+        .find(id)
+        .is_some()
+    {
+        net.run_for(Duration::from_millis(5));
+        assert!(
+            net.now() - start < Duration::from_secs(60),
+            "seed {seed}: node {addr} never forgot dead node {id:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dead_spare_is_dropped_and_a_dead_entry_hands_its_cell_to_a_spare() {
+    // In a 50-node ring with three spares a cell, row 0's cells (about three nodes each) are
+    // sparse. A lookup for a dead spare's own id tries the spare (the node closest to the key
+    // that the cell knows), finds it dead, drops it and still reaches the key's live root; a
+    // dead entry's cell goes to one of its live spares.
+    let seed = 11;
+    let mut node = Config::default();
+    node.cell_spares = 3;
+    let mut net = grown(seed, 50, node);
+    net.run_for(Duration::from_secs(120));
+    let (a, col, entry, spares) = net
+        .active_addrs()
+        .into_iter()
+        .find_map(|a| {
+            let n = net.node(a)?;
+            let t = n.routing_table();
+            (0..16u8).find_map(|c| {
+                let e = t.get(0, c)?;
+                let outside = |id: Id| !n.leaf_set().contains(id);
+                let spares: Vec<_> = t
+                    .spares_in(0, c)
+                    .filter(|p| outside(p.id()) && !p.is_suspect())
+                    .map(|p| p.handle.clone())
+                    .collect();
+                let routed_to_itself = spares
+                    .iter()
+                    .any(|s| n.next_hop(s.id).is_some_and(|h| h.id == s.id));
+                (outside(e.id()) && spares.len() >= 2 && routed_to_itself)
+                    .then(|| (a, c, e.handle.clone(), spares))
+            })
+        })
+        .expect("some node has a row-0 cell with an entry and two spares outside its leaf set");
+    let n = net.node(a).expect("running");
+    let victim = spares
+        .iter()
+        .find(|s| n.next_hop(s.id).is_some_and(|h| h.id == s.id))
+        .cloned()
+        .expect("found above");
+    println!(
+        "seed {seed}: node {a}, cell (0, {col}): entry {} and spares {:?}; killing spare {}",
+        entry.addr,
+        spares.iter().map(|s| s.addr).collect::<Vec<_>>(),
+        victim.addr
+    );
+    net.kill(victim.addr);
+    let first = net.lookup(a, victim.id).expect("running");
+    until_forgotten(&mut net, seed, a, victim.id);
+    net.run_for(Duration::from_secs(10));
+    let d = net.lookups()[first as usize]
+        .delivered
+        .clone()
+        .unwrap_or_else(|| panic!("seed {seed}: the lookup for the dead spare's id was lost"));
+    assert!(
+        d.correct,
+        "seed {seed}: delivered at {} instead of the root",
+        d.at
+    );
+    let t = net.node(a).expect("running").routing_table();
+    assert_eq!(
+        t.get(0, col).map(|p| p.id()),
+        Some(entry.id),
+        "seed {seed}: the entry keeps its cell"
+    );
+    // Now the entry dies: one of the cell's live spares inherits it.
+    let live: Vec<Id> = t.spares_in(0, col).map(|p| p.id()).collect();
+    assert!(!live.is_empty(), "seed {seed}: a spare is left");
+    net.kill(entry.addr);
+    net.act(a, |n, now| {
+        n.route(now, entry.id, 0, b"via a dead entry".to_vec())
+    })
+    .expect("running")
+    .expect("routable");
+    until_forgotten(&mut net, seed, a, entry.id);
+    let heir = net
+        .node(a)
+        .expect("running")
+        .routing_table()
+        .get(0, col)
+        .map(|p| p.id());
+    assert!(
+        heir.is_some_and(|h| live.contains(&h)),
+        "seed {seed}: cell (0, {col}) went to {heir:?}, not to one of its spares {live:?}"
+    );
+}
+
 #[test]
 fn a_lookup_for_a_dead_members_keys_waits_one_timeout_and_a_short_check() {
     // Node `a` looks up the id of a leaf-set member `m` that has just failed and is not `a`'s

@@ -431,6 +431,7 @@ impl<A: Address> Core<A> {
         // tables no nearer an hour later, once maintenance had done its part (RDP 1.700
         // against 1.682).
         self.pns_budget = super::pns_budget(&self.cfg);
+        self.spare_budget = super::spare_budget(&self.cfg);
         self.ask_table_rows(now);
         self.retry_held(now, apps);
         self.reconsider_deferred(now);

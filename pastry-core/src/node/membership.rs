@@ -106,6 +106,7 @@ impl<A: Address> Core<A> {
             .leaf
             .members()
             .chain(self.table.entries())
+            .chain(self.table.spares())
             .filter(|p| p.is_suspect() && !self.probes.contains_key(&p.handle.addr))
             .map(|p| p.handle.clone())
             .collect();
@@ -406,22 +407,17 @@ impl<A: Address> Core<A> {
         };
         let empty = self.table.get(r, c).is_none();
         let budget = r.min(super::PNS_ROWS - 1);
-        let spare_wanted = !empty
-            && self.cfg.cell_spares > 0
-            && self.table.spares_in(r, c).count() < usize::from(self.cfg.cell_spares)
-            && self.sparse_row(r);
-        if spare_wanted {
-            // A node of a sparse cell that its entry leaves out: probed like any candidate
-            // (in the rows taken lazily, taken unprobed), it stays as a spare if it does not
-            // take the cell.
+        if !empty && self.spare_budget > 0 && self.spare_room(r, c) {
+            // A node of a sparse cell that its entry leaves out: measured like any candidate
+            // (never taken unprobed, as a spare may be chosen for its id alone), it stays as
+            // a spare if it does not take the cell. A budget of its own bounds what strangers
+            // naming themselves can make us probe; once spent, the candidate is considered
+            // as a possibly nearer entry only.
             if self.recently_dead(h.id, now) || !self.is_active() {
                 return;
             }
-            if exempt && r >= LAZY_ROWS {
-                self.offer_table(Peer::new(h.clone()));
-            } else {
-                self.probe(now, h, P_TABLE, &[], exempt);
-            }
+            self.spare_budget -= 1;
+            self.probe(now, h, P_TABLE, &[], exempt);
             return;
         }
         if !(empty || improve && self.pns_budget[budget] > 0) {
@@ -475,6 +471,13 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// Whether cell (`r`, `c`) of a sparse row has room for another spare.
+    pub(crate) fn spare_room(&self, r: usize, c: u8) -> bool {
+        self.cfg.cell_spares > 0
+            && self.table.spares_in(r, c).count() < usize::from(self.cfg.cell_spares)
+            && self.sparse_row(r)
+    }
+
     /// Offers a measured (or lazily taken) node to the routing table; in a sparse row, a node
     /// that does not take the cell, or the entry it displaces, stays as a spare.
     pub(crate) fn offer_table(&mut self, peer: Peer<A>) {
@@ -501,8 +504,9 @@ impl<A: Address> Core<A> {
 
     /// Whether the cells of routing-table row `row` are sparse (see [`Config::cell_spares`]):
     /// by the density of the ring our leaf set shows, a cell's share of the ring holds at most
-    /// `cell_spares + 1` nodes. Every row is sparse while the leaf set covers the ring or a
-    /// side is empty (a small ring); none is while this node is joining.
+    /// `cell_spares + 1` nodes. Every row is sparse while the leaf set covers the ring; none
+    /// is while this node is joining or a side of its leaf set is empty (nothing to measure
+    /// the density by).
     ///
     /// [`Config::cell_spares`]: crate::Config::cell_spares
     pub(crate) fn sparse_row(&self, row: usize) -> bool {
@@ -511,13 +515,13 @@ impl<A: Address> Core<A> {
             // A joining node's leaf set does not show the ring's density yet.
             return false;
         }
-        let (Some(cw), Some(ccw)) = (self.leaf.farthest(Side::Cw), self.leaf.farthest(Side::Ccw))
-        else {
-            return true;
-        };
         if self.leaf.covers_ring() {
             return true;
         }
+        let (Some(cw), Some(ccw)) = (self.leaf.farthest(Side::Cw), self.leaf.farthest(Side::Ccw))
+        else {
+            return false;
+        };
         let span = self
             .leaf
             .dist(Side::Cw, cw.id())
@@ -657,6 +661,7 @@ impl<A: Address> Core<A> {
             return;
         }
         self.pns_budget = super::pns_budget(&self.cfg);
+        self.spare_budget = super::spare_budget(&self.cfg);
         for row in 0..self.table.row_count() {
             let n = self.table.row(row).count();
             if n == 0 {
@@ -819,16 +824,17 @@ impl<A: Address> Core<A> {
             }
             for (h, hint) in &entries {
                 // The cell's entry is looked up only when there is a bound to compare it with.
+                // A candidate that cannot beat the entry may still be wanted as a spare.
                 let hopeless = to_sender.is_some()
                     && hint.is_some()
-                    && cannot_be_nearer(
-                        to_sender,
-                        *hint,
-                        self.table
-                            .cell_of(h.id)
-                            .and_then(|(r, c)| self.table.get(r, c))
-                            .map(|e| e.rtt.srtt_micros_or_max()),
-                    );
+                    && self.table.cell_of(h.id).is_some_and(|(r, c)| {
+                        !self.spare_room(r, c)
+                            && cannot_be_nearer(
+                                to_sender,
+                                *hint,
+                                self.table.get(r, c).map(|e| e.rtt.srtt_micros_or_max()),
+                            )
+                    });
                 if !hopeless {
                     self.consider_table(now, h, true, true);
                 }
