@@ -202,10 +202,10 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
             .iter()
             .enumerate()
             .filter(|(_, p)| self.cell_of(p.id()) == Some((r, c)))
-            .max_by_key(|(_, p)| rank(p))
-            .map(|(i, p)| (i, rank(p)));
+            .map(|(i, p)| (rank(p), i))
+            .max();
         match worst {
-            Some((i, w)) if mine < w => {
+            Some((w, i)) if mine < w => {
                 self.spares[i] = peer;
                 true
             }

@@ -473,9 +473,8 @@ impl<A: Address> Core<A> {
 
     /// Whether cell (`r`, `c`) of a sparse row has room for another spare.
     pub(crate) fn spare_room(&self, r: usize, c: u8) -> bool {
-        self.cfg.cell_spares > 0
-            && self.table.spares_in(r, c).count() < usize::from(self.cfg.cell_spares)
-            && self.sparse_row(r)
+        // `sparse_row` is false at once when spares are off.
+        self.sparse_row(r) && self.table.spares_in(r, c).count() < usize::from(self.cfg.cell_spares)
     }
 
     /// Offers a measured (or lazily taken) node to the routing table; in a sparse row, a node
