@@ -25,6 +25,9 @@ use core::str::FromStr;
 /// ```
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+// Aligned to 8 bytes rather than u128's 16: every peer record holds an id, and 16-byte
+// alignment padded each one (a routing-table entry from 32 to 48 bytes).
+#[repr(C, packed(8))]
 pub struct Id(u128);
 
 impl Id {
@@ -95,7 +98,7 @@ impl Id {
     pub fn cmp_closeness(self, a: Id, b: Id) -> Ordering {
         self.distance(a)
             .cmp(&self.distance(b))
-            .then_with(|| a.0.cmp(&b.0))
+            .then_with(|| a.as_u128().cmp(&b.as_u128()))
     }
 
     /// Whether `a` is strictly closer to the key `self` than `b` under [`Id::cmp_closeness`].
@@ -121,7 +124,7 @@ impl Id {
 
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.as_u128())
     }
 }
 
@@ -134,7 +137,7 @@ impl fmt::Debug for Id {
 
 impl fmt::LowerHex for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::LowerHex::fmt(&self.0, f)
+        fmt::LowerHex::fmt(&self.as_u128(), f)
     }
 }
 
