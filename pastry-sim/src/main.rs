@@ -14,6 +14,20 @@ use pastry_sim::{Progress, Scenario, TopologyKind};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_t`; the Rust bindings do not
+/// name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory in the process instead of returning it to the OS a second later. A ring
+/// under construction frees and reallocates buffers all the time; purged pages came back as
+/// page faults that the kernel had to zero (a tenth of the wall time of a 100,000-node build:
+/// 106 s against 95 s).
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; mimalloc reads it at each purge, and -1
+    // ("never purge") is one of its documented values.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// Simulate a Pastry overlay of real pastry-core nodes and report hops, correctness, route
 /// delay penalty, control traffic, state and speed.
 ///
@@ -140,6 +154,7 @@ fn scenario(args: &Args) -> Scenario {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let args = Args::parse();
     let s = scenario(&args);
     if let Err(e) = s.validate() {
