@@ -26,8 +26,9 @@ use core::str::FromStr;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 // Aligned to 8 bytes rather than u128's 16: every peer record holds an id, and 16-byte
-// alignment padded each one (a routing-table entry took 48 bytes instead of 40, a leaf-set
-// member 64 instead of 48).
+// alignment padded each one (with a 4-byte address, a routing-table entry took 48 bytes
+// instead of 40 and a leaf-set member 64 instead of 48; with a socket address, a leaf-set
+// member 80 instead of 72).
 #[repr(C, packed(8))]
 pub struct Id(u128);
 

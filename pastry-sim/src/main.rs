@@ -14,17 +14,19 @@ use pastry_sim::{Progress, Scenario, TopologyKind};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_t`; the Rust bindings do not
-/// name it).
+/// mimalloc's `mi_option_purge_delay`: its place in `mi_option_t` of the v3 sources that
+/// libmimalloc-sys 0.1.49 builds (the Rust bindings do not name it). The version is pinned in
+/// the workspace manifest so that the index cannot come to mean another option unnoticed.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory in the process instead of returning it to the OS a second later. A ring
 /// under construction frees and reallocates buffers all the time; purged pages came back as
-/// page faults that the kernel had to zero (a tenth of the wall time of a 100,000-node build:
-/// 106 s against 95 s).
+/// page faults that the kernel had to zero (a tenth of the wall time of a 100,000-node run:
+/// 106 s against 95 s). Overrides `MIMALLOC_PURGE_DELAY` from the environment.
 fn keep_freed_memory() {
-    // SAFETY: sets a process-wide allocator option; mimalloc reads it at each purge, and -1
-    // ("never purge") is one of its documented values.
+    // SAFETY: sets a process-wide allocator option, unsynchronised, so it runs first in `main`
+    // before any other thread exists; mimalloc reads it at each purge, and -1 ("never purge")
+    // is one of its documented values.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
