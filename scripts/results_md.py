@@ -182,10 +182,10 @@ if any(r for _, r in rs):
     w("usually the root itself: routes are a quarter of a hop shorter, and the last hop of random")
     w("length is gone from most of them. Measured after an hour, seeds 2 and 3 (same commands with")
     w("`--seed`) give 1.468 and 1.453 on the sphere (perfect tables 1.414")
-    w("and 1.406) and 1.436 and 1.436 on transit-stub (1.409 and 1.411). Two spares give 1.491 on")
-    w("the sphere and 1.474 on transit-stub (seed 1, at 037c46e, whose protocol is that of 8487db0;")
-    w("three gave 1.488 on the sphere at 5fcf7b2), at the edge of the target (the mean moves by")
-    w("about 0.02 with the seed), which is why the runs above keep four.")
+    w("and 1.406) and 1.436 and 1.436 on transit-stub (1.409 and 1.411). Two spares give 1.491,")
+    w("1.486 and 1.492 on the sphere and 1.474, 1.470 and 1.473 on transit-stub (seeds 1 to 3;")
+    w("seed 1 at 037c46e, seeds 2 and 3 at f7058e0, both with the protocol of 8487db0): under the")
+    w("target with every seed, with less room, which is why the runs above keep four.")
     plain, spare = dict(rs).get("rdp-sphere"), dict(rs).get("rdp-sphere-spares")
     if plain and spare:
         extra = spare["state_bytes_per_node"] - plain["state_bytes_per_node"]
