@@ -189,20 +189,13 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         }
         // Full: a candidate nearer than the cell's farthest spare (suspect or unmeasured
         // ones count as farthest) takes its place.
-        let rank = |p: &Peer<A>| {
-            if p.is_suspect() {
-                u64::MAX
-            } else {
-                u64::from(p.rtt.srtt_micros_or_max())
-            }
-        };
-        let mine = rank(&peer);
+        let mine = farness(&peer);
         let worst = self
             .spares
             .iter()
             .enumerate()
             .filter(|(_, p)| self.cell_of(p.id()) == Some((r, c)))
-            .map(|(i, p)| (rank(p), i))
+            .map(|(i, p)| (farness(p), i))
             .max();
         match worst {
             Some((w, i)) if mine < w => {
@@ -305,7 +298,7 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.is_suspect() && self.cell_of(p.id()) == Some((r, c)))
-            .min_by_key(|(_, p)| p.rtt.srtt_micros_or_max())
+            .min_by_key(|(_, p)| farness(p))
             .map(|(i, _)| i);
         if let Some(h) = heir {
             let heir = self.spares.swap_remove(h);
@@ -367,6 +360,16 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
             }
         }
         Ok(())
+    }
+}
+
+/// How a spare ranks against the others of its cell: its smoothed round trip, unmeasured ones
+/// after every measured one and suspects after all.
+fn farness<A>(p: &Peer<A>) -> u64 {
+    if p.is_suspect() {
+        u64::MAX
+    } else {
+        u64::from(p.rtt.srtt_micros_or_max())
     }
 }
 

@@ -827,12 +827,11 @@ impl<A: Address> Core<A> {
                 let hopeless = to_sender.is_some()
                     && hint.is_some()
                     && self.table.cell_of(h.id).is_some_and(|(r, c)| {
-                        !self.spare_room(r, c)
-                            && cannot_be_nearer(
-                                to_sender,
-                                *hint,
-                                self.table.get(r, c).map(|e| e.rtt.srtt_micros_or_max()),
-                            )
+                        cannot_be_nearer(
+                            to_sender,
+                            *hint,
+                            self.table.get(r, c).map(|e| e.rtt.srtt_micros_or_max()),
+                        ) && !self.spare_room(r, c)
                     });
                 if !hopeless {
                     self.consider_table(now, h, true, true);
