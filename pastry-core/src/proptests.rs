@@ -328,23 +328,30 @@ fn arb_message() -> impl Strategy<Value = Message<SocketAddr>> {
             any::<u32>(),
             prop::option::of(arb_leaf()),
             prop::collection::vec(any::<u128>(), 0..=64),
-            0u16..500
+            0u16..500,
+            any::<bool>()
         )
-            .prop_map(|(nonce, leaf, failed, padding)| Message::Probe {
+            .prop_map(|(nonce, leaf, failed, padding, active)| Message::Probe {
                 nonce,
                 token: nonce.rotate_left(3),
                 leaf,
                 failed: failed.into_iter().map(Id::new).collect(),
                 padding,
+                active,
             }),
-        (any::<u32>(), prop::option::of(arb_leaf()), any::<bool>()).prop_map(
-            |(nonce, leaf, active)| Message::ProbeReply {
+        (
+            any::<u32>(),
+            prop::option::of(arb_leaf()),
+            any::<bool>(),
+            prop_oneof![Just(0u32), any::<u32>()]
+        )
+            .prop_map(|(nonce, leaf, active, probe)| Message::ProbeReply {
                 nonce,
                 token: nonce ^ 1,
                 leaf,
                 active,
-            }
-        ),
+                probe,
+            }),
         arb_leaf().prop_map(|leaf| Message::Heartbeat { leaf }),
         route,
         any::<u32>().prop_map(|seq| Message::Ack { seq }),
@@ -365,16 +372,17 @@ fn arb_message() -> impl Strategy<Value = Message<SocketAddr>> {
                 0..8
             ),
             any::<bool>(),
-            any::<u16>()
+            any::<u16>(),
+            any::<u32>()
         )
-            .prop_map(|(rows, hinted, base)| {
+            .prop_map(|(rows, hinted, base, probe)| {
                 let n: usize = rows.iter().map(|(_, e)| e.len()).sum();
                 let hints = if hinted {
                     (0..n).map(|i| base.wrapping_add(i as u16)).collect()
                 } else {
                     Vec::new()
                 };
-                Message::Rows { rows, hints }
+                Message::Rows { rows, hints, probe }
             }),
         (any::<u32>(), arb_leaf()).prop_map(|(seq, leaf)| Message::Leave { seq, leaf }),
     ]

@@ -90,8 +90,11 @@ const BODY_LOOKUP: u8 = 3;
 const BODY_LOOKUP_REPLY: u8 = 4;
 
 const PROBE_HAS_LEAF: u8 = 1;
-/// In a probe reply: the replier is an active member (it may be used as a routing-table entry).
+/// In a probe or a probe reply: the sender is an active member (it may be used as a
+/// routing-table entry).
 const PROBE_ACTIVE: u8 = 2;
+/// In a probe reply: a nonce follows that the prober answers as if it were a probe.
+const PROBE_ASKS: u8 = 4;
 
 /// Why bytes were not accepted as a datagram.
 /// ```
@@ -282,6 +285,9 @@ pub enum Message<A> {
         failed: Vec<Id>,
         /// Number of zero bytes of padding.
         padding: u16,
+        /// Whether the sender is active. A joining node's probe does not make the receiver
+        /// probe it back for its routing table: the receiver keeps it to consider later.
+        active: bool,
     },
     /// Answer to a probe.
     ProbeReply {
@@ -295,6 +301,11 @@ pub enum Message<A> {
         /// Whether the replier is active. Joining nodes answer probes too, but must not enter
         /// routing tables: messages routed through a node that is not active wait there.
         active: bool,
+        /// A probe of the prober carried by the reply: a nonzero nonce the prober answers with
+        /// a `ProbeReply`, as if a probe had brought it. The replier measures its round trip
+        /// to the prober (a candidate for its routing table) without a datagram of its own.
+        /// 0: none.
+        probe: u32,
     },
     /// Periodic heartbeat to the two ring neighbours, carrying the sender's leaf set.
     Heartbeat {
@@ -349,6 +360,9 @@ pub enum Message<A> {
         /// for nearer table entries uses them to skip candidates that cannot be nearer than
         /// what it has (triangle inequality), instead of probing each.
         hints: Vec<u16>,
+        /// A probe of the receiver carried by the rows, as in [`Message::ProbeReply`]: a
+        /// nonzero nonce the receiver answers with a `ProbeReply`. 0: none.
+        probe: u32,
     },
     /// The sender is leaving the overlay. Its leaf set names each receiver's replacement.
     Leave {
@@ -708,10 +722,13 @@ impl<A: Address> Datagram<A> {
                 leaf,
                 failed,
                 padding,
+                active,
             } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(&token.to_be_bytes());
-                out.push(if leaf.is_some() { PROBE_HAS_LEAF } else { 0 });
+                let flags = if leaf.is_some() { PROBE_HAS_LEAF } else { 0 }
+                    | if *active { PROBE_ACTIVE } else { 0 };
+                out.push(flags);
                 if let Some(l) = leaf {
                     put_leaf(out, l);
                 }
@@ -726,12 +743,17 @@ impl<A: Address> Datagram<A> {
                 token,
                 leaf,
                 active,
+                probe,
             } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(&token.to_be_bytes());
                 let flags = if leaf.is_some() { PROBE_HAS_LEAF } else { 0 }
-                    | if *active { PROBE_ACTIVE } else { 0 };
+                    | if *active { PROBE_ACTIVE } else { 0 }
+                    | if *probe != 0 { PROBE_ASKS } else { 0 };
                 out.push(flags);
+                if *probe != 0 {
+                    out.extend_from_slice(&probe.to_be_bytes());
+                }
                 if let Some(l) = leaf {
                     put_leaf(out, l);
                 }
@@ -790,12 +812,13 @@ impl<A: Address> Datagram<A> {
                 out.push(*row);
                 put_padding(out, *padding);
             }
-            Message::Rows { rows, hints } => {
+            Message::Rows { rows, hints, probe } => {
                 put_rows(out, rows);
                 out.extend_from_slice(&(hints.len() as u16).to_be_bytes());
                 for h in hints {
                     out.extend_from_slice(&h.to_be_bytes());
                 }
+                out.extend_from_slice(&probe.to_be_bytes());
             }
         }
     }
@@ -840,7 +863,7 @@ impl<A: Address> Datagram<A> {
                 let nonce = r.u32()?;
                 let token = r.u32()?;
                 let flags = r.u8()?;
-                if flags & !PROBE_HAS_LEAF != 0 {
+                if flags & !(PROBE_HAS_LEAF | PROBE_ACTIVE) != 0 {
                     return Err(DecodeError::Invalid("probe flags"));
                 }
                 let leaf = if flags & PROBE_HAS_LEAF != 0 {
@@ -863,15 +886,25 @@ impl<A: Address> Datagram<A> {
                     leaf,
                     failed,
                     padding,
+                    active: flags & PROBE_ACTIVE != 0,
                 }
             }
             T_PROBE_REPLY => {
                 let nonce = r.u32()?;
                 let token = r.u32()?;
                 let flags = r.u8()?;
-                if flags & !(PROBE_HAS_LEAF | PROBE_ACTIVE) != 0 {
+                if flags & !(PROBE_HAS_LEAF | PROBE_ACTIVE | PROBE_ASKS) != 0 {
                     return Err(DecodeError::Invalid("probe flags"));
                 }
+                let probe = if flags & PROBE_ASKS != 0 {
+                    // A flagged nonce of 0 would not survive a round trip through the encoder.
+                    match r.u32()? {
+                        0 => return Err(DecodeError::Invalid("probe nonce")),
+                        n => n,
+                    }
+                } else {
+                    0
+                };
                 let leaf = if flags & PROBE_HAS_LEAF != 0 {
                     Some(r.leaf()?)
                 } else {
@@ -882,6 +915,7 @@ impl<A: Address> Datagram<A> {
                     token,
                     leaf,
                     active: flags & PROBE_ACTIVE != 0,
+                    probe,
                 }
             }
             T_HEARTBEAT => Message::Heartbeat { leaf: r.leaf()? },
@@ -975,7 +1009,8 @@ impl<A: Address> Datagram<A> {
                 for _ in 0..n {
                     hints.push(r.u16()?);
                 }
-                Message::Rows { rows, hints }
+                let probe = r.u32()?;
+                Message::Rows { rows, hints, probe }
             }
             T_LEAVE => Message::Leave {
                 seq: r.u32()?,
@@ -1020,17 +1055,18 @@ impl<A: Address> Datagram<A> {
 /// assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= 120));
 /// ```
 pub fn encode_rows<A: Address>(sender: Id, rows: &[Row<A>], max_len: usize) -> Vec<Vec<u8>> {
-    encode_rows_hinted(sender, rows, &[], max_len)
+    encode_rows_hinted(sender, rows, &[], 0, max_len)
 }
 
 /// [`encode_rows`] with a round-trip hint per entry (`hints` in the entries' order, or empty
-/// for none); each datagram carries the hints of its own entries.
+/// for none); each datagram carries the hints of its own entries. A nonzero `probe` nonce
+/// goes in the first datagram only (there is none if `rows` holds no entries).
 /// ```
 /// use pastry_core::wire::{encode_rows_hinted, Datagram, Message, Row};
 /// use pastry_core::{Id, NodeHandle};
 /// let rows: Vec<Row<u32>> = vec![(0, (1..=15).map(|i| NodeHandle::new(Id::new(i), i as u32)).collect())];
 /// let hints: Vec<u16> = (1..=15).collect();
-/// let parts = encode_rows_hinted(Id::new(99), &rows, &hints, 200);
+/// let parts = encode_rows_hinted(Id::new(99), &rows, &hints, 0, 200);
 /// let mut seen = Vec::new();
 /// for p in &parts {
 ///     assert!(p.len() <= 200);
@@ -1044,6 +1080,7 @@ pub fn encode_rows_hinted<A: Address>(
     sender: Id,
     rows: &[Row<A>],
     hints: &[u16],
+    probe: u32,
     max_len: usize,
 ) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -1051,7 +1088,8 @@ pub fn encode_rows_hinted<A: Address>(
     let mut current_hints: Vec<u16> = Vec::new();
     let hinted = !hints.is_empty();
     let mut hint_iter = hints.iter().copied();
-    let base = HEADER_LEN + 1 + 2;
+    // n_rows, n_hints and the probe nonce.
+    let base = HEADER_LEN + 1 + 2 + 4;
     let mut size = base;
     let flush =
         |current: &mut Vec<Row<A>>, current_hints: &mut Vec<u16>, out: &mut Vec<Vec<u8>>| {
@@ -1061,6 +1099,7 @@ pub fn encode_rows_hinted<A: Address>(
                     Message::Rows {
                         rows: core::mem::take(current),
                         hints: core::mem::take(current_hints),
+                        probe: if out.is_empty() { probe } else { 0 },
                     },
                 );
                 out.push(d.to_bytes());
@@ -1110,6 +1149,7 @@ mod tests {
             Message::Rows {
                 rows: rows.clone(),
                 hints: vec![10, 20],
+                probe: 0,
             },
         )
         .to_bytes();
@@ -1122,6 +1162,7 @@ mod tests {
             Message::Rows {
                 rows,
                 hints: vec![10],
+                probe: 0,
             },
         )
         .to_bytes();
@@ -1150,6 +1191,7 @@ mod tests {
                 leaf: Some(leaf.clone()),
                 failed: vec![Id::new(44)],
                 padding: 5,
+                active: true,
             },
             Message::Probe {
                 nonce: 8,
@@ -1157,18 +1199,21 @@ mod tests {
                 leaf: None,
                 failed: vec![],
                 padding: 0,
+                active: false,
             },
             Message::ProbeReply {
                 nonce: 7,
                 token: 3,
                 leaf: Some(leaf.clone()),
                 active: true,
+                probe: 0,
             },
             Message::ProbeReply {
                 nonce: 7,
                 token: 3,
                 leaf: None,
                 active: false,
+                probe: 0xdead_beef,
             },
             Message::Heartbeat { leaf: leaf.clone() },
             Message::Route(RouteMsg {
@@ -1257,10 +1302,12 @@ mod tests {
             Message::Rows {
                 rows: vec![(0, vec![h(5, 5)]), (1, vec![])],
                 hints: Vec::new(),
+                probe: 0,
             },
             Message::Rows {
                 rows: vec![(0, vec![h(5, 5), h(6, 6)]), (2, vec![h(7, 7)])],
                 hints: vec![1, RTT_UNKNOWN, 0],
+                probe: 9,
             },
             Message::Leave {
                 seq: 1,
@@ -1349,6 +1396,7 @@ mod tests {
                 leaf: None,
                 failed: vec![],
                 padding: 3,
+                active: true,
             },
         );
         let mut b = d.to_bytes();

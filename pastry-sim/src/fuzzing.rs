@@ -106,6 +106,8 @@ pub enum NodeStep {
         failed: Peers,
         /// Padding bytes.
         padding: u8,
+        /// Whether the peer says it is active.
+        active: bool,
     },
     /// A heartbeat from a peer.
     Heartbeat {
@@ -202,6 +204,8 @@ pub enum NodeStep {
         index: u8,
         /// Whether the reply carries a leaf set (made of peers).
         leaf: Option<(Peers, Peers)>,
+        /// A probe the reply carries (its nonce; 0 for none).
+        probe: u8,
     },
     /// An acknowledgement of one of the node's recent routed, direct or leave messages.
     Ack {
@@ -244,6 +248,7 @@ impl NodeStep {
                 leaf,
                 failed,
                 padding,
+                active,
             } => (
                 *peer,
                 Message::Probe {
@@ -252,6 +257,7 @@ impl NodeStep {
                     leaf: leaf.map(|(a, b)| Peers::leaf(a, b)),
                     failed: failed.handles().into_iter().map(|h| h.id).collect(),
                     padding: u16::from(*padding),
+                    active: *active,
                 },
             ),
             NodeStep::Heartbeat { peer, cw, ccw } => (
@@ -340,6 +346,8 @@ impl NodeStep {
                         padding: u16::from(rows[1].0),
                     }
                 } else {
+                    // A probe riding on the rows, sometimes none.
+                    let probe = u32::from(rows[1].0);
                     let rows: Vec<_> = rows.iter().map(|(r, p)| (r % 40, p.handles())).collect();
                     // Round-trip hints from nothing (odd first row index) to arbitrary values.
                     let hints = if rows.first().is_some_and(|(r, _)| r % 2 == 1) {
@@ -351,7 +359,7 @@ impl NodeStep {
                             })
                             .collect()
                     };
-                    Message::Rows { rows, hints }
+                    Message::Rows { rows, hints, probe }
                 },
             ),
             NodeStep::Leave { peer, seq, cw, ccw } => (
@@ -489,7 +497,7 @@ pub fn run_node(input: &NodeInput) {
             continue;
         }
         match step {
-            NodeStep::AnswerProbe { index, leaf } => {
+            NodeStep::AnswerProbe { index, leaf, probe } => {
                 if probes.is_empty() {
                     continue;
                 }
@@ -503,6 +511,7 @@ pub fn run_node(input: &NodeInput) {
                         token: 0,
                         leaf,
                         active: true,
+                        probe: u32::from(*probe),
                     },
                 )
                 .to_bytes();

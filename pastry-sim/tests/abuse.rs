@@ -51,6 +51,7 @@ fn an_unpadded_leaf_set_probe_earns_at_most_three_times_its_size() {
         leaf: Some(LeafSetMsg::default()),
         failed: vec![],
         padding: 0,
+        active: true,
     };
     let (sent, got) = forge(&mut net, target, FORGED, claimed, probe);
     println!("seed 51: leaf-set probe of {sent} bytes earned {got} bytes");
@@ -69,6 +70,7 @@ fn a_leaf_set_probe_from_an_unverified_address_earns_no_leaf_set() {
         leaf: Some(LeafSetMsg::default()),
         failed: vec![],
         padding: 400,
+        active: true,
     };
     let (sent, got) = forge(&mut net, target, FORGED + 1, claimed, probe);
     println!("seed 52: padded leaf-set probe of {sent} bytes earned {got} bytes");
@@ -248,6 +250,7 @@ fn a_forged_leaf_set_probe_does_not_move_a_member_to_another_address() {
         leaf: Some(LeafSetMsg::default()),
         failed: vec![],
         padding: 0,
+        active: true,
     };
     let (sent, got) = forge(&mut net, target, FORGED + 8, m, probe);
     let now = net
@@ -320,6 +323,7 @@ fn a_flood_of_strangers_cannot_keep_a_dead_neighbour_in_the_leaf_set() {
             leaf: None,
             failed: vec![],
             padding: 0,
+            active: true,
         };
         net.inject(
             target,

@@ -430,7 +430,7 @@ impl<A: Address> Core<A> {
             // A probe from a joining node cannot put it into the probed node's table (only
             // active nodes enter tables); wait until we are active, then probe.
             if exempt {
-                self.defer_table(h);
+                self.defer_table(h, true);
             }
             return;
         }
@@ -450,14 +450,28 @@ impl<A: Address> Core<A> {
 
     /// Keeps a routing-table candidate to be considered again later: heard of while we were
     /// joining, or joining itself when it answered us. Bounded; the oldest go first.
-    pub(crate) fn defer_table(&mut self, h: &NodeHandle<A>) {
-        if self.deferred_table.iter().any(|d| d.id == h.id) {
+    /// `exempt`: a verified node told us of it, or it answered a probe of ours.
+    pub(crate) fn defer_table(&mut self, h: &NodeHandle<A>, exempt: bool) {
+        if let Some(d) = self.deferred_table.iter_mut().find(|d| d.0.id == h.id) {
+            d.1 |= exempt && d.0.addr == h.addr;
             return;
         }
         if self.deferred_table.len() >= MAX_DEFERRED {
             self.deferred_table.remove(0);
         }
-        self.deferred_table.push(h.clone());
+        self.deferred_table.push((h.clone(), exempt));
+    }
+
+    /// Whether a joining node that probed us would be probed back once active, as
+    /// `consider_table` would probe it now: we are active and it would fill an empty cell of
+    /// our table or take a spare's place.
+    pub(crate) fn table_wants_joiner(&self, id: Id) -> bool {
+        if !self.is_active() || id == self.me.id || self.table.find(id).is_some() {
+            return false;
+        }
+        self.table
+            .cell_of(id)
+            .is_some_and(|(r, c)| self.table.get(r, c).is_none() || self.spare_room(r, c))
     }
 
     /// Considers the deferred candidates again (once active: on activation, then with each
@@ -466,8 +480,8 @@ impl<A: Address> Core<A> {
         if !self.is_active() {
             return;
         }
-        for h in core::mem::take(&mut self.deferred_table) {
-            self.consider_table(now, &h, false, true);
+        for (h, exempt) in core::mem::take(&mut self.deferred_table) {
+            self.consider_table(now, &h, false, exempt);
         }
     }
 
@@ -724,11 +738,12 @@ impl<A: Address> Core<A> {
     fn request_row(&mut self, now: Instant, to: &NodeHandle<A>, row: usize) {
         let Ok(row) = u8::try_from(row) else { return };
         let base = wire::HEADER_LEN + 1 + 2;
-        // The reply, and the plain probes with which the node may measure us as a candidate
-        // for its own table.
+        // The reply (n_rows, n_hints, the carried probe's nonce, the row), and the plain
+        // probes with which the node may measure us again as a candidate for its own table.
         let reply_max = wire::HEADER_LEN
             + 1
             + 2
+            + 4
             + 2
             + (1usize << self.cfg.b) * (16 + A::MAX_ENCODED_LEN + 2)
             + (1 + usize::from(self.cfg.probe_retries)) * super::probes::PLAIN_PROBE_LEN;
@@ -778,16 +793,23 @@ impl<A: Address> Core<A> {
             .filter(|p| p.id() != sender.id && !p.is_suspect())
             .map(|p| (p.handle.clone(), rtt_hint(p.rtt.srtt_micros_or_max())))
             .unzip();
-        let parts = wire::encode_rows_hinted(self.me.id, &[(row, entries)], &hints, budget);
+        // The sender has us in that row, so we may belong in its: it is a candidate for our
+        // table like any node a row names (measured before it can displace an entry). This
+        // is how the nodes a newcomer asks learn of it; without it only empty cells would.
+        // The probe rides on the rows.
+        let probe = self.carried_probe(&sender.addr, |n| {
+            n.consider_table(now, &sender, true, false)
+        });
+        let parts = wire::encode_rows_hinted(self.me.id, &[(row, entries)], &hints, probe, budget);
+        if parts.is_empty() && probe != 0 {
+            // No rows to carry it.
+            self.send_probe(&sender.addr);
+        }
         for bytes in parts {
             if !self.send_budgeted(Some(sender.id), &sender.addr, bytes, true) {
                 break;
             }
         }
-        // The sender has us in that row, so we may belong in its: it is a candidate for our
-        // table like any node a row names (measured before it can displace an entry). This
-        // is how the nodes a newcomer asks learn of it; without it only empty cells would.
-        self.consider_table(now, &sender, true, false);
     }
 
     pub(crate) fn on_rows(
@@ -796,11 +818,13 @@ impl<A: Address> Core<A> {
         sender: NodeHandle<A>,
         rows: Vec<wire::Row<A>>,
         hints: &[u16],
+        probe: u32,
     ) {
         let from_bootstrap = matches!(&self.phase, super::Phase::Joining { bootstrap, .. } if *bootstrap == sender.addr);
         if !from_bootstrap && !self.is_verified(Some(sender.id), &sender.addr) {
             return;
         }
+        self.answer_carried(&sender, probe);
         self.consider_table(now, &sender, false, true);
         self.consider_leaf(now, &sender);
         // Our round trip to the sender, if measured: with its hints it bounds ours to each

@@ -555,9 +555,14 @@ pub(crate) struct Core<A: Address> {
     relays: Vec<join::Relay<A>>,
     /// Ids with a leaf-set probe under way (a joining node waits for them).
     pending_leaf: Vec<Id>,
-    /// Routing-table candidates heard of while joining, probed once we are active (a probe
-    /// from an active node is what lets the probed node take us into its own table).
-    deferred_table: Vec<NodeHandle<A>>,
+    /// Routing-table candidates heard of while joining, or joining themselves when they
+    /// contacted us, probed once both are likely active (a probe from an active node is what
+    /// lets the probed node take us into its own table). The flag: a verified node told us
+    /// of it (see `consider_table`'s `exempt`).
+    deferred_table: Vec<(NodeHandle<A>, bool)>,
+    /// While set, a probe started towards this address is not sent: the answer we are about
+    /// to send it carries the probe instead (see `Core::carried_probe`).
+    carry: Option<A>,
     /// The member last asked for its leaf set to fill a hole, per side (cw, ccw).
     repair_asked: [Option<Id>; 2],
     /// The last failure notice, kept for the repair it makes possible (boxed: rarely there).
@@ -624,6 +629,7 @@ impl<A: Address> Node<A> {
             relays: Vec::new(),
             pending_leaf: Vec::new(),
             deferred_table: Vec::new(),
+            carry: None,
             repair_asked: [None, None],
             notice: None,
             held: Vec::new(),
@@ -960,7 +966,7 @@ impl<A: Address> Node<A> {
                 + c.relays.capacity() * core::mem::size_of::<join::Relay<A>>()
                 + c.probes.values().map(|p| p.heap_bytes()).sum::<usize>()
                 + c.pending_leaf.capacity() * core::mem::size_of::<Id>()
-                + c.deferred_table.capacity() * core::mem::size_of::<NodeHandle<A>>()
+                + c.deferred_table.capacity() * core::mem::size_of::<(NodeHandle<A>, bool)>()
                 + c.notice.as_ref().map_or(0, |n| n.heap_bytes()),
             caches: c.seen.heap_bytes()
                 + c.tokens.capacity() * core::mem::size_of::<(A, u32)>()
@@ -1214,6 +1220,7 @@ impl<A: Address> Core<A> {
                 token,
                 leaf,
                 failed,
+                active,
                 ..
             } => self.on_probe(
                 now,
@@ -1223,6 +1230,7 @@ impl<A: Address> Core<A> {
                     token,
                     leaf,
                     failed,
+                    active,
                 },
                 apps,
             ),
@@ -1231,9 +1239,17 @@ impl<A: Address> Core<A> {
                 token,
                 leaf,
                 active,
+                probe,
             } => {
                 self.remember_token(&sender.addr, token);
-                self.on_probe_reply(now, sender, nonce, leaf, active, apps)
+                // A probe it carries is answered only in a reply to our own probe, once that
+                // reply has verified the address.
+                let carried = (probe != 0 && self.answers_our_probe(&sender.addr, nonce))
+                    .then(|| sender.clone());
+                self.on_probe_reply(now, sender, nonce, leaf, active, apps);
+                if let Some(to) = carried {
+                    self.answer_carried(&to, probe);
+                }
             }
             Message::Heartbeat { leaf } => self.on_heartbeat(now, sender, leaf, apps),
             Message::Route(msg) => self.on_route(now, sender, msg, apps),
@@ -1257,7 +1273,7 @@ impl<A: Address> Core<A> {
             Message::JoinRequest { .. } => self.on_join_request(now, sender, len, apps),
             Message::JoinReply { root, leaf } => self.on_join_reply(now, sender, root, leaf, apps),
             Message::RowRequest { row, .. } => self.on_row_request(now, sender, row),
-            Message::Rows { rows, hints } => self.on_rows(now, sender, rows, &hints),
+            Message::Rows { rows, hints, probe } => self.on_rows(now, sender, rows, &hints, probe),
             Message::Leave { seq, leaf } => self.on_leave(now, sender, seq, leaf, apps),
             Message::LookupRequest { nonce, key, .. } => {
                 self.on_lookup_request(now, sender, nonce, key, len, apps)

@@ -55,6 +55,7 @@ pub(crate) struct Probe<A> {
     pub(crate) token: u32,
     pub(crate) leaf: Option<LeafSetMsg<A>>,
     pub(crate) failed: Vec<Id>,
+    pub(crate) active: bool,
 }
 
 /// An outstanding probe, keyed by the probed address.
@@ -373,9 +374,53 @@ impl<A: Address> Core<A> {
         true
     }
 
+    /// Runs `consider` (which may start a probe of `to`) with the sending of a new probe of
+    /// `to` held back, and returns that probe's nonce (0 if it started none) for the answer we
+    /// are about to send `to` to carry: the probed node answers it like a probe, and one
+    /// datagram of the four a probe each way takes is saved. The probe's timer runs from now,
+    /// so a lost answer is sent again as a probe of its own. Under 10-minute churn at 2,000
+    /// nodes, nodes probe back about one in five of the nodes whose probe or row request they
+    /// answer.
+    pub(crate) fn carried_probe(&mut self, to: &A, consider: impl FnOnce(&mut Self)) -> u32 {
+        if self.probes.contains_key(to) {
+            consider(self);
+            return 0;
+        }
+        self.carry = Some(to.clone());
+        consider(self);
+        self.carry = None;
+        self.probes.get(to).map_or(0, |p| p.nonce)
+    }
+
+    /// Whether a probe reply from `addr` with `nonce` answers our probe under way there.
+    pub(crate) fn answers_our_probe(&self, addr: &A, nonce: u32) -> bool {
+        self.probes.get(addr).is_some_and(|p| p.nonce == nonce)
+    }
+
+    /// Answers a probe that a probe reply or rows from `to` carried (see
+    /// [`Core::carried_probe`]). Only from a sender we have verified: a stranger cannot make us
+    /// answer anyone.
+    pub(crate) fn answer_carried(&mut self, to: &NodeHandle<A>, nonce: u32) {
+        if nonce == 0 || !self.is_verified(Some(to.id), &to.addr) {
+            return;
+        }
+        let reply = self.encode(Message::ProbeReply {
+            active: self.is_active(),
+            nonce,
+            token: 0,
+            leaf: None,
+            probe: 0,
+        });
+        self.transmit(to.addr.clone(), reply, true);
+    }
+
     /// Sends (or resends) the probe to `addr`: a leaf-set probe if that is its purpose and the
-    /// address is verified, a plain probe otherwise; within budget unless exempt.
-    fn send_probe(&mut self, addr: &A) {
+    /// address is verified, a plain probe otherwise; within budget unless exempt. Not while an
+    /// answer to `addr` is to carry it (see [`Core::carried_probe`]).
+    pub(crate) fn send_probe(&mut self, addr: &A) {
+        if self.carry.as_ref() == Some(addr) {
+            return;
+        }
         let Some(p) = self.probes.get(addr) else {
             return;
         };
@@ -424,6 +469,7 @@ impl<A: Address> Core<A> {
             leaf,
             failed,
             padding,
+            active: self.is_active(),
         })
     }
 
@@ -471,6 +517,7 @@ impl<A: Address> Core<A> {
             token,
             leaf,
             failed,
+            active,
         } = probe;
         let mut verified = self.is_verified(Some(sender.id), &sender.addr);
         if !verified && token != 0 && token == self.token_for(sender.id, &sender.addr) {
@@ -496,6 +543,21 @@ impl<A: Address> Core<A> {
             }
             m
         });
+        // A plain probe's sender may belong in our routing table: a probe of it rides on the
+        // reply. A joining sender cannot enter it yet (an answer would say it is not active):
+        // it is kept to be considered once it is likely active, unprobed until then.
+        let carried = match (&leaf, active) {
+            (None, true) => self.carried_probe(&sender.addr, |n| {
+                n.consider_table(now, &sender, false, false);
+            }),
+            (None, false) => {
+                if self.table_wants_joiner(sender.id) {
+                    self.defer_table(&sender, false);
+                }
+                0
+            }
+            (Some(_), _) => 0,
+        };
         let reply = self.encode(Message::ProbeReply {
             active: self.is_active(),
             nonce,
@@ -505,6 +567,7 @@ impl<A: Address> Core<A> {
                 self.token_for(sender.id, &sender.addr)
             },
             leaf: reply_leaf,
+            probe: carried,
         });
         self.send_budgeted(Some(sender.id), &sender.addr, reply, true);
         match leaf {
@@ -541,7 +604,8 @@ impl<A: Address> Core<A> {
             // Not verified: the plain reply carries a token; a leaf-set probe that echoes it
             // is taken.
             Some(_) => {}
-            None => self.consider_table(now, &sender, false, false),
+            // Considered for the routing table above.
+            None => {}
         }
         if verified {
             for f in failed {
@@ -616,7 +680,7 @@ impl<A: Address> Core<A> {
         if active {
             self.offer_table(peer);
         } else {
-            self.defer_table(&sender);
+            self.defer_table(&sender, true);
         }
         if let Some(l) = leaf {
             // The member we asked to refill a side names what lies beyond it on that side.
@@ -886,5 +950,186 @@ impl<A: Address> Core<A> {
             p.set_flag(SUSPECT, false);
         });
         was
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::node::Node;
+    use crate::wire::{Datagram, Message};
+    use crate::{Config, Id, Instant, NodeHandle, Peer, Rtt};
+    use alloc::vec::Vec;
+    use core::time::Duration;
+
+    const ME: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
+    /// Shares no digit with `ME`: it belongs in row 0 of its table.
+    const OTHER: u128 = 0xa234_5678_9abc_def0_1122_3344_5566_7788;
+
+    fn alone() -> Node<u32> {
+        let mut node: Node<u32> =
+            Node::new(Config::default(), Id::new(ME), 1, 7, Instant::ZERO).unwrap();
+        node.bootstrap(Instant::ZERO).unwrap();
+        while node.poll_transmit().is_some() {}
+        node
+    }
+
+    fn sent(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
+        core::iter::from_fn(|| node.poll_transmit())
+            .map(|t| {
+                let d = Datagram::<u32>::decode(&t.contents, usize::MAX).unwrap();
+                (t.destination, d.message)
+            })
+            .collect()
+    }
+
+    fn plain_probe(nonce: u32, active: bool) -> Vec<u8> {
+        Datagram::<u32>::new(
+            Id::new(OTHER),
+            Message::Probe {
+                nonce,
+                token: 0,
+                leaf: None,
+                failed: Vec::new(),
+                padding: 0,
+                active,
+            },
+        )
+        .to_bytes()
+    }
+
+    fn answer(nonce: u32) -> Vec<u8> {
+        Datagram::<u32>::new(
+            Id::new(OTHER),
+            Message::ProbeReply {
+                nonce,
+                token: 0,
+                leaf: None,
+                active: true,
+                probe: 0,
+            },
+        )
+        .to_bytes()
+    }
+
+    #[test]
+    fn the_reply_to_an_active_node_carries_our_probe_of_it() {
+        let mut node = alone();
+        let t0 = Instant::ZERO + Duration::from_secs(1);
+        node.handle_datagram(t0, 50, &plain_probe(9, true)).unwrap();
+        let out = sent(&mut node);
+        // One datagram: the reply, with a probe of the sender (an empty cell of our table)
+        // riding on it; no probe of its own.
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (to, Message::ProbeReply { nonce, probe, .. }) = &out[0] else {
+            panic!("not a reply: {out:?}");
+        };
+        assert_eq!((*to, *nonce), (50, 9));
+        assert_ne!(*probe, 0);
+        // Its answer, 20 ms later, measures it and takes it into the table.
+        let t1 = t0 + Duration::from_millis(20);
+        node.handle_datagram(t1, 50, &answer(*probe)).unwrap();
+        let entry = node.routing_table().find(Id::new(OTHER)).expect("taken in");
+        assert_eq!(entry.rtt.srtt_micros_or_max(), 20_000);
+    }
+
+    #[test]
+    fn a_joining_node_is_probed_back_only_once_a_heartbeat_has_passed() {
+        let mut node = alone();
+        // A ring neighbour, without which the node would skip its heartbeats.
+        let neighbour = NodeHandle::new(Id::new(ME + 1), 80);
+        let _ = node
+            .core
+            .leaf
+            .insert(Peer::verified(neighbour, Rtt::default()), Instant::ZERO);
+        let t0 = Instant::ZERO + Duration::from_secs(1);
+        node.handle_datagram(t0, 50, &plain_probe(9, false))
+            .unwrap();
+        let out = sent(&mut node);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            matches!(out[0], (50, Message::ProbeReply { probe: 0, .. })),
+            "{out:?}"
+        );
+        // The next heartbeat considers it again: by then it is likely active.
+        node.handle_timeout(t0 + Duration::from_secs(31));
+        let out = sent(&mut node);
+        assert!(
+            out.iter()
+                .any(|(to, m)| *to == 50 && matches!(m, Message::Probe { leaf: None, .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_carried_probe_is_answered_only_in_a_reply_to_our_own_probe() {
+        let mut node: Node<u32> =
+            Node::new(Config::default(), Id::new(ME), 1, 7, Instant::ZERO).unwrap();
+        node.join(Instant::ZERO, 60).unwrap();
+        let out = sent(&mut node);
+        let Some(&(_, Message::Probe { nonce, .. })) = out.iter().find(|(to, _)| *to == 60) else {
+            panic!("no probe of the bootstrap node: {out:?}");
+        };
+        let reply = |nonce: u32, probe: u32| {
+            Datagram::<u32>::new(
+                Id::new(OTHER),
+                Message::ProbeReply {
+                    nonce,
+                    token: 0,
+                    leaf: None,
+                    active: true,
+                    probe,
+                },
+            )
+            .to_bytes()
+        };
+        let t = Instant::ZERO + Duration::from_millis(30);
+        // A reply that answers none of our probes: its carried probe goes unanswered.
+        node.handle_datagram(t, 60, &reply(nonce ^ 1, 777)).unwrap();
+        let answered = |out: &[(u32, Message<u32>)], n: u32| {
+            out.iter().any(|(to, m)| {
+                *to == 60 && matches!(m, Message::ProbeReply { nonce, .. } if *nonce == n)
+            })
+        };
+        assert!(!answered(&sent(&mut node), 777));
+        node.handle_datagram(t, 60, &reply(nonce, 778)).unwrap();
+        assert!(answered(&sent(&mut node), 778));
+    }
+
+    #[test]
+    fn rows_carry_the_probe_of_the_node_that_asked_for_them() {
+        let request = || {
+            Datagram::<u32>::new(
+                Id::new(OTHER),
+                Message::RowRequest {
+                    row: 0,
+                    padding: 600,
+                },
+            )
+            .to_bytes()
+        };
+        let t0 = Instant::ZERO + Duration::from_secs(1);
+        // An empty row: no rows to carry the probe, which goes on its own.
+        let mut node = alone();
+        node.handle_datagram(t0, 50, &request()).unwrap();
+        let out = sent(&mut node);
+        assert!(matches!(out[..], [(50, Message::Probe { .. })]), "{out:?}");
+        // A row with an entry: the rows carry the probe.
+        let mut node = alone();
+        let entry = Id::new(0x5234_5678_9abc_def0_1122_3344_5566_7788);
+        let _ = node.core.table.insert(Peer::verified(
+            NodeHandle::new(entry, 70),
+            Rtt::from_sample(Duration::from_millis(5)),
+        ));
+        node.handle_datagram(t0, 50, &request()).unwrap();
+        let out = sent(&mut node);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (50, Message::Rows { rows, probe, .. }) = &out[0] else {
+            panic!("not rows: {out:?}");
+        };
+        assert_eq!(rows[0].1[0].id, entry);
+        assert_ne!(*probe, 0);
+        node.handle_datagram(t0 + Duration::from_millis(8), 50, &answer(*probe))
+            .unwrap();
+        assert!(node.routing_table().find(Id::new(OTHER)).is_some());
     }
 }
