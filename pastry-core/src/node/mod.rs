@@ -426,6 +426,8 @@ pub(crate) struct SeenCache {
 pub(crate) const SEEN_MAX: usize = 4096;
 pub(crate) const VERIFIED_CACHE: usize = 32;
 const DEAD_MEMORY: usize = 64;
+/// Leaf-set probers remembered after being turned away (see `Core::declined`).
+pub(crate) const DECLINED: usize = 8;
 
 fn fingerprint(origin: Id, seq: u32) -> u64 {
     // SplitMix64 finaliser over the id's halves and the sequence number.
@@ -572,6 +574,11 @@ pub(crate) struct Core<A: Address> {
     seen: SeenCache,
     verified: VecDeque<A>,
     dead: VecDeque<(Id, Instant)>,
+    /// Nodes whose leaf-set probe (from a verified address) we answered without taking them
+    /// in, our side being full, and when: most are the next node out past a member that has
+    /// just failed, which probed us on hearing of the failure before we had the verdict. A
+    /// notice that then opens a place for one takes it in without a probe of ours.
+    declined: VecDeque<(NodeHandle<A>, Instant)>,
     heartbeat_at: Instant,
     maintenance_at: Instant,
     /// Probes left in this maintenance round for candidates that might be nearer than a
@@ -639,6 +646,7 @@ impl<A: Address> Node<A> {
             ),
             verified: VecDeque::new(),
             dead: VecDeque::new(),
+            declined: VecDeque::new(),
             heartbeat_at: now,
             maintenance_at: now,
             pns_budget: pns_budget(&config),
@@ -972,6 +980,7 @@ impl<A: Address> Node<A> {
                 + c.tokens.capacity() * core::mem::size_of::<(A, u32)>()
                 + c.lookups.capacity() * (core::mem::size_of::<(u32, lookup::Pending<A>)>() + 1)
                 + c.verified.capacity() * core::mem::size_of::<A>()
+                + c.declined.capacity() * core::mem::size_of::<(NodeHandle<A>, Instant)>()
                 + c.dead.capacity() * core::mem::size_of::<(Id, Instant)>()
                 + self.apps.capacity() * core::mem::size_of::<AppSlot<A>>(),
         }

@@ -581,6 +581,8 @@ impl<A: Address> Core<A> {
                         apps,
                         Peer::verified(sender.clone(), crate::Rtt::default()),
                     );
+                } else {
+                    self.remember_declined(now, &sender);
                 }
                 for h in l.cw.iter().chain(l.ccw.iter()) {
                     self.consider_leaf(now, h);
