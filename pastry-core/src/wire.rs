@@ -1142,6 +1142,75 @@ mod tests {
     use core::net::SocketAddr;
 
     #[test]
+    fn a_carried_probe_is_flagged_and_never_zero() {
+        let reply = |probe| {
+            Datagram::<u32>::new(
+                Id::new(9),
+                Message::ProbeReply {
+                    nonce: 1,
+                    token: 0,
+                    leaf: None,
+                    active: true,
+                    probe,
+                },
+            )
+            .to_bytes()
+        };
+        let plain = reply(0);
+        let carrying = reply(0x0102_0304);
+        // Flags, then the nonce: four bytes more than a plain reply.
+        assert_eq!(carrying.len(), plain.len() + 4);
+        let flags = HEADER_LEN + 8;
+        assert_eq!(carrying[flags], PROBE_ACTIVE | PROBE_ASKS);
+        // The flag with a zero nonce would decode to "no probe" and re-encode without it.
+        let mut zero = carrying.clone();
+        zero[flags + 1..flags + 5].fill(0);
+        assert_eq!(
+            Datagram::<u32>::decode(&zero, 1400).map(|_| ()),
+            Err(DecodeError::Invalid("probe nonce"))
+        );
+        // A probe has no such flag.
+        let mut probe = Datagram::<u32>::new(
+            Id::new(9),
+            Message::Probe {
+                nonce: 1,
+                token: 0,
+                leaf: None,
+                failed: vec![],
+                padding: 0,
+                active: false,
+            },
+        )
+        .to_bytes();
+        probe[flags] = PROBE_ASKS;
+        assert_eq!(
+            Datagram::<u32>::decode(&probe, 1400).map(|_| ()),
+            Err(DecodeError::Invalid("probe flags"))
+        );
+    }
+
+    #[test]
+    fn only_the_first_rows_datagram_carries_the_probe() {
+        let rows: Vec<Row<u32>> = vec![(
+            0,
+            (1..=15)
+                .map(|i| NodeHandle::new(Id::new(i), i as u32))
+                .collect(),
+        )];
+        let parts = encode_rows_hinted(Id::new(99), &rows, &[], 77, 150);
+        assert!(parts.len() > 1);
+        let probes: Vec<u32> = parts
+            .iter()
+            .map(|p| match Datagram::<u32>::decode(p, 150).unwrap().message {
+                Message::Rows { probe, .. } => probe,
+                m => panic!("not rows: {m:?}"),
+            })
+            .collect();
+        assert_eq!(probes[0], 77);
+        assert!(probes[1..].iter().all(|p| *p == 0), "{probes:?}");
+    }
+
+    #[test]
     fn row_hints_must_match_the_entries() {
         let rows = vec![(0u8, vec![h(1, 1), h(2, 2)])];
         let good = Datagram::new(

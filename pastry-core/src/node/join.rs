@@ -142,7 +142,10 @@ impl<A: Address> Core<A> {
                 - 4
                 - wire::handle_len(joiner)
                 - 1;
-            for part in wire::encode_rows(self.me.id, &rows, room + wire::HEADER_LEN + 1) {
+            // A `Rows` datagram wraps the rows field in the header, n_hints (2) and the probe
+            // nonce (4): each part's rows then fit that room.
+            let part_len = room + wire::HEADER_LEN + 2 + 4;
+            for part in wire::encode_rows(self.me.id, &rows, part_len) {
                 if let Ok(d) = wire::Datagram::<A>::decode(&part, usize::MAX)
                     && let Message::Rows { rows, .. } = d.message
                 {
@@ -518,6 +521,10 @@ impl<A: Address> Core<A> {
             .probes
             .get(&sender.addr)
             .is_some_and(|p| p.id == Some(sender.id));
+        // A node we turned away from our leaf set is no longer one to take in unprobed (at
+        // worst a forged goodbye costs a probe).
+        self.declined
+            .retain(|(d, _)| !(d.id == sender.id && d.addr == sender.addr));
         if !(in_leaf || in_table || probed) {
             self.counters.rejected += 1;
             return;

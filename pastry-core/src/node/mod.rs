@@ -559,8 +559,9 @@ pub(crate) struct Core<A: Address> {
     pending_leaf: Vec<Id>,
     /// Routing-table candidates heard of while joining, or joining themselves when they
     /// contacted us, probed once both are likely active (a probe from an active node is what
-    /// lets the probed node take us into its own table). The flag: a verified node told us
-    /// of it (see `consider_table`'s `exempt`).
+    /// lets the probed node take us into its own table). The flag: its address is vouched for
+    /// (a verified node told us of it, or it answered our probe), so that probing it needs no
+    /// budget (see `consider_table`'s `exempt`).
     deferred_table: Vec<(NodeHandle<A>, bool)>,
     /// While set, a probe started towards this address is not sent: the answer we are about
     /// to send it carries the probe instead (see `Core::carried_probe`).
@@ -577,7 +578,8 @@ pub(crate) struct Core<A: Address> {
     /// Nodes whose leaf-set probe (from a verified address) we answered without taking them
     /// in, our side being full, and when: most are the next node out past a member that has
     /// just failed, which probed us on hearing of the failure before we had the verdict. A
-    /// notice that then opens a place for one takes it in without a probe of ours.
+    /// notice that then opens a place for one soon after takes it in without a probe of ours
+    /// (see `repair_from_notice`).
     declined: VecDeque<(NodeHandle<A>, Instant)>,
     heartbeat_at: Instant,
     maintenance_at: Instant,
@@ -1142,6 +1144,7 @@ impl<A: Address> Core<A> {
 
     pub(crate) fn mark_dead(&mut self, id: Id, now: Instant) {
         self.dead.retain(|(d, _)| *d != id);
+        self.declined.retain(|(d, _)| d.id != id);
         if self.dead.len() >= DEAD_MEMORY {
             self.dead.pop_front();
         }

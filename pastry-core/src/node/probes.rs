@@ -73,6 +73,8 @@ pub(crate) struct ProbeState<A> {
     /// The target spoke to us after an attempt went unanswered, and the attempts began again
     /// (once per probe: see [`Core::refresh_suspicion`]).
     refreshed: bool,
+    /// The first attempt rode on an answer of ours (see [`Core::carried_probe`]).
+    carried: bool,
     attempts: u8,
     sent_at: Instant,
     deadline: Instant,
@@ -309,7 +311,7 @@ impl<A: Address> Core<A> {
             if news {
                 // A fresh nonce: a reply to the earlier probe must not pass for an answer to
                 // this one.
-                let nonce = self.random() as u32;
+                let nonce = self.fresh_nonce();
                 if let Some(p) = self.probes.get_mut(&addr) {
                     p.nonce = nonce;
                 }
@@ -332,7 +334,7 @@ impl<A: Address> Core<A> {
         if self.probes.len() >= limit {
             return false;
         }
-        let nonce = self.random() as u32;
+        let nonce = self.fresh_nonce();
         let deadline = now + self.probe_rto(id, 1);
         self.probes.insert(
             addr.clone(),
@@ -344,6 +346,7 @@ impl<A: Address> Core<A> {
                 sent_leaf: false,
                 exempt,
                 refreshed: false,
+                carried: false,
                 attempts: 1,
                 sent_at: now,
                 deadline,
@@ -377,10 +380,11 @@ impl<A: Address> Core<A> {
     /// Runs `consider` (which may start a probe of `to`) with the sending of a new probe of
     /// `to` held back, and returns that probe's nonce (0 if it started none) for the answer we
     /// are about to send `to` to carry: the probed node answers it like a probe, and one
-    /// datagram of the four a probe each way takes is saved. The probe's timer runs from now,
-    /// so a lost answer is sent again as a probe of its own. Under 10-minute churn at 2,000
-    /// nodes, nodes probe back about one in five of the nodes whose probe or row request they
-    /// answer.
+    /// datagram of the four a probe each way takes is saved. The probe's timer runs from now;
+    /// if it runs out (the answer or its reply was lost, or the other node did not take it
+    /// because its own probe had moved on), the probe is sent on its own once, as a first
+    /// attempt with a fresh nonce. Under 10-minute churn at 2,000 nodes, nodes probe back
+    /// about one in five of the nodes whose probe or row request they answer.
     pub(crate) fn carried_probe(&mut self, to: &A, consider: impl FnOnce(&mut Self)) -> u32 {
         if self.probes.contains_key(to) {
             consider(self);
@@ -389,7 +393,15 @@ impl<A: Address> Core<A> {
         self.carry = Some(to.clone());
         consider(self);
         self.carry = None;
-        self.probes.get(to).map_or(0, |p| p.nonce)
+        self.probes.get_mut(to).map_or(0, |p| {
+            p.carried = true;
+            p.nonce
+        })
+    }
+
+    /// A probe nonce: random, never 0 (which the wire uses for "no probe").
+    fn fresh_nonce(&mut self) -> u32 {
+        (self.random() as u32).max(1)
     }
 
     /// Whether a probe reply from `addr` with `nonce` answers our probe under way there.
@@ -398,8 +410,10 @@ impl<A: Address> Core<A> {
     }
 
     /// Answers a probe that a probe reply or rows from `to` carried (see
-    /// [`Core::carried_probe`]). Only from a sender we have verified: a stranger cannot make us
-    /// answer anyone.
+    /// [`Core::carried_probe`]). Only to an address we have verified: a reply must answer our
+    /// own probe, rows must come from a verified address. (A forger that uses a verified
+    /// peer's address as its source can make us send that peer one plain reply per forged
+    /// `Rows`, no larger than what it forged: no amplification, and not towards strangers.)
     pub(crate) fn answer_carried(&mut self, to: &NodeHandle<A>, nonce: u32) {
         if nonce == 0 || !self.is_verified(Some(to.id), &to.addr) {
             return;
@@ -431,6 +445,8 @@ impl<A: Address> Core<A> {
         let exempt = p.exempt && !with_leaf;
         if let Some(p) = self.probes.get_mut(addr) {
             p.sent_leaf = with_leaf;
+            // Sent on its own now, with whatever nonce it has.
+            p.carried = false;
         }
         if verified || exempt {
             self.transmit(addr.clone(), bytes, true);
@@ -569,7 +585,10 @@ impl<A: Address> Core<A> {
             leaf: reply_leaf,
             probe: carried,
         });
-        self.send_budgeted(Some(sender.id), &sender.addr, reply, true);
+        if !self.send_budgeted(Some(sender.id), &sender.addr, reply, true) && carried != 0 {
+            // The reply was not sent: the probe goes on its own (within budget as ever).
+            self.send_probe(&sender.addr);
+        }
         match leaf {
             Some(_) if awaiting => {}
             Some(l) if verified => {
@@ -752,7 +771,7 @@ impl<A: Address> Core<A> {
         if !self.is_verified(Some(sender.id), addr) {
             return;
         }
-        let nonce = self.random() as u32;
+        let nonce = self.fresh_nonce();
         let Some(p) = self.probes.get_mut(addr) else {
             return;
         };
@@ -793,12 +812,29 @@ impl<A: Address> Core<A> {
         addr: A,
         apps: &mut Apps<A>,
     ) {
-        let Some(p) = self.probes.get_mut(&addr) else {
+        let Some(p) = self.probes.get(&addr) else {
             return;
         };
         if p.deadline != at {
             return;
         }
+        if p.carried {
+            // The answer that carried it went unanswered: one probe of its own, counted as a
+            // first attempt, so that its reply is timed from it.
+            let nonce = self.fresh_nonce();
+            if let Some(p) = self.probes.get_mut(&addr) {
+                p.carried = false;
+                p.nonce = nonce;
+                p.attempts = 1;
+                p.sent_at = now;
+            }
+            self.counters.retransmitted += 1;
+            self.send_attempt(now, &addr);
+            return;
+        }
+        let Some(p) = self.probes.get_mut(&addr) else {
+            return;
+        };
         let (in_leaf, in_table) = p.id.map_or((false, false), |id| {
             (self.leaf.contains(id), self.table.find(id).is_some())
         });
@@ -975,6 +1011,18 @@ mod tests {
         node
     }
 
+    /// A node with one ring neighbour (alone, it would skip its heartbeats and try to join
+    /// again through any node it knows).
+    fn with_neighbour() -> Node<u32> {
+        let mut node = alone();
+        let neighbour = NodeHandle::new(Id::new(ME + 1), 80);
+        let _ = node
+            .core
+            .leaf
+            .insert(Peer::verified(neighbour, Rtt::default()), Instant::ZERO);
+        node
+    }
+
     fn sent(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
         core::iter::from_fn(|| node.poll_transmit())
             .map(|t| {
@@ -1035,14 +1083,56 @@ mod tests {
     }
 
     #[test]
+    fn an_unanswered_carried_probe_is_sent_once_on_its_own() {
+        let mut node = with_neighbour();
+        let t0 = Instant::ZERO + Duration::from_secs(1);
+        node.handle_datagram(t0, 50, &plain_probe(9, true)).unwrap();
+        let out = sent(&mut node);
+        let [(50, Message::ProbeReply { probe: carried, .. })] = out[..] else {
+            panic!("{out:?}");
+        };
+        // No answer: when the probe's timeout passes it goes on its own, with a new nonce.
+        let standalone = |node: &mut Node<u32>, until: Instant| {
+            let mut probes = Vec::new();
+            while let Some(t) = node.poll_timeout().filter(|t| *t < until) {
+                node.handle_timeout(t);
+                for (to, m) in sent(node) {
+                    // Plain probes only: once it answers, it is a leaf-set candidate too in
+                    // a ring this small, and gets a leaf-set probe.
+                    if let (
+                        50,
+                        Message::Probe {
+                            nonce, leaf: None, ..
+                        },
+                    ) = (to, m)
+                    {
+                        probes.push((t, nonce));
+                    }
+                }
+                if !probes.is_empty() {
+                    break;
+                }
+            }
+            probes
+        };
+        let probes = standalone(&mut node, t0 + Duration::from_secs(60));
+        let [(at, nonce)] = probes[..] else {
+            panic!("{probes:?}");
+        };
+        assert_ne!(nonce, carried);
+        // Its answer is timed from that probe: 30 ms.
+        node.handle_datagram(at + Duration::from_millis(30), 50, &answer(nonce))
+            .unwrap();
+        let entry = node.routing_table().find(Id::new(OTHER)).expect("taken in");
+        assert_eq!(entry.rtt.srtt_micros_or_max(), 30_000);
+        // Answered: no plain probe goes to it again.
+        let later = standalone(&mut node, at + Duration::from_secs(60));
+        assert!(later.is_empty(), "{later:?} after {at:?}");
+    }
+
+    #[test]
     fn a_joining_node_is_probed_back_only_once_a_heartbeat_has_passed() {
-        let mut node = alone();
-        // A ring neighbour, without which the node would skip its heartbeats.
-        let neighbour = NodeHandle::new(Id::new(ME + 1), 80);
-        let _ = node
-            .core
-            .leaf
-            .insert(Peer::verified(neighbour, Rtt::default()), Instant::ZERO);
+        let mut node = with_neighbour();
         let t0 = Instant::ZERO + Duration::from_secs(1);
         node.handle_datagram(t0, 50, &plain_probe(9, false))
             .unwrap();
