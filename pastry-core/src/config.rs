@@ -65,11 +65,11 @@ pub struct Config {
     /// the original protocol does; at most [`MAX_CELL_SPARES`].
     ///
     /// In the simulator, four took the mean route delay penalty of 10,000-node rings after an
-    /// hour from 1.58 to 1.47 (sphere) and from 1.54 to 1.44 (transit-stub), for about
+    /// hour from 1.56 to 1.46 (sphere) and from 1.54 to 1.44 (transit-stub), for about
     /// 1.1 KiB more state per node; two took it to 1.49 and 1.47. Routes are shorter by a
     /// quarter of a hop on average, so the hop counts of the 2001 paper (its Fig. 5) are
     /// reproduced with spares off. Spares are measured before they are kept: under 10-minute
-    /// sessions at 10,000 nodes four added 9 % to the control traffic (two, 6 %), so they
+    /// sessions at 10,000 nodes four added 4 % to the control traffic (two, 3 %), so they
     /// suit rings whose members stay.
     pub cell_spares: u8,
     /// How long a lookup waits for its answer before it is sent again.

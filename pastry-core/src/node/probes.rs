@@ -1047,7 +1047,8 @@ mod tests {
         .to_bytes()
     }
 
-    fn answer(nonce: u32) -> Vec<u8> {
+    /// A reply from the other node, carrying a probe of ours unless `probe` is 0.
+    fn reply(nonce: u32, probe: u32) -> Vec<u8> {
         Datagram::<u32>::new(
             Id::new(OTHER),
             Message::ProbeReply {
@@ -1055,10 +1056,14 @@ mod tests {
                 token: 0,
                 leaf: None,
                 active: true,
-                probe: 0,
+                probe,
             },
         )
         .to_bytes()
+    }
+
+    fn answer(nonce: u32) -> Vec<u8> {
+        reply(nonce, 0)
     }
 
     #[test]
@@ -1160,19 +1165,6 @@ mod tests {
         let out = sent(&mut node);
         let Some(&(_, Message::Probe { nonce, .. })) = out.iter().find(|(to, _)| *to == 60) else {
             panic!("no probe of the bootstrap node: {out:?}");
-        };
-        let reply = |nonce: u32, probe: u32| {
-            Datagram::<u32>::new(
-                Id::new(OTHER),
-                Message::ProbeReply {
-                    nonce,
-                    token: 0,
-                    leaf: None,
-                    active: true,
-                    probe,
-                },
-            )
-            .to_bytes()
         };
         let t = Instant::ZERO + Duration::from_millis(30);
         // A reply that answers none of our probes: its carried probe goes unanswered.
