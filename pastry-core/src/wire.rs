@@ -96,6 +96,15 @@ const PROBE_ACTIVE: u8 = 2;
 /// In a probe reply: a nonce follows that the prober answers as if it were a probe.
 const PROBE_ASKS: u8 = 4;
 
+/// The flags a probe and a probe reply share.
+fn probe_flags<A>(leaf: &Option<LeafSetMsg<A>>, active: bool) -> u8 {
+    (if leaf.is_some() { PROBE_HAS_LEAF } else { 0 }) | if active { PROBE_ACTIVE } else { 0 }
+}
+
+/// Bytes a `Rows` datagram adds around its rows field: the header, n_hints (2, no hints) and
+/// the probe nonce (4).
+pub(crate) const ROWS_FRAME: usize = HEADER_LEN + 2 + 4;
+
 /// Why bytes were not accepted as a datagram.
 /// ```
 /// use pastry_core::wire::{Datagram, DecodeError};
@@ -726,9 +735,7 @@ impl<A: Address> Datagram<A> {
             } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(&token.to_be_bytes());
-                let flags = if leaf.is_some() { PROBE_HAS_LEAF } else { 0 }
-                    | if *active { PROBE_ACTIVE } else { 0 };
-                out.push(flags);
+                out.push(probe_flags(leaf, *active));
                 if let Some(l) = leaf {
                     put_leaf(out, l);
                 }
@@ -747,10 +754,7 @@ impl<A: Address> Datagram<A> {
             } => {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(&token.to_be_bytes());
-                let flags = if leaf.is_some() { PROBE_HAS_LEAF } else { 0 }
-                    | if *active { PROBE_ACTIVE } else { 0 }
-                    | if *probe != 0 { PROBE_ASKS } else { 0 };
-                out.push(flags);
+                out.push(probe_flags(leaf, *active) | if *probe != 0 { PROBE_ASKS } else { 0 });
                 if *probe != 0 {
                     out.extend_from_slice(&probe.to_be_bytes());
                 }
@@ -1088,8 +1092,8 @@ pub fn encode_rows_hinted<A: Address>(
     let mut current_hints: Vec<u16> = Vec::new();
     let hinted = !hints.is_empty();
     let mut hint_iter = hints.iter().copied();
-    // n_rows, n_hints and the probe nonce.
-    let base = HEADER_LEN + 1 + 2 + 4;
+    // The frame and n_rows.
+    let base = ROWS_FRAME + 1;
     let mut size = base;
     let flush =
         |current: &mut Vec<Row<A>>, current_hints: &mut Vec<u16>, out: &mut Vec<Vec<u8>>| {

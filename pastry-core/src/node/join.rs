@@ -142,10 +142,8 @@ impl<A: Address> Core<A> {
                 - 4
                 - wire::handle_len(joiner)
                 - 1;
-            // A `Rows` datagram wraps the rows field in the header, n_hints (2) and the probe
-            // nonce (4): each part's rows then fit that room.
-            let part_len = room + wire::HEADER_LEN + 2 + 4;
-            for part in wire::encode_rows(self.me.id, &rows, part_len) {
+            // Parts whose rows field fits that room.
+            for part in wire::encode_rows(self.me.id, &rows, room + wire::ROWS_FRAME) {
                 if let Ok(d) = wire::Datagram::<A>::decode(&part, usize::MAX)
                     && let Message::Rows { rows, .. } = d.message
                 {

@@ -785,12 +785,11 @@ impl<A: Address> Core<A> {
     fn request_row(&mut self, now: Instant, to: &NodeHandle<A>, row: usize) {
         let Ok(row) = u8::try_from(row) else { return };
         let base = wire::HEADER_LEN + 1 + 2;
-        // The reply (n_rows, n_hints, the carried probe's nonce, the row), and the plain
-        // probes with which the node may measure us again as a candidate for its own table.
-        let reply_max = wire::HEADER_LEN
+        // The reply (its frame, n_rows, the row's index and count, the row with hints), and
+        // the plain probes with which the node may measure us as a candidate for its own table
+        // should its probe not ride on the reply.
+        let reply_max = wire::ROWS_FRAME
             + 1
-            + 2
-            + 4
             + 2
             + (1usize << self.cfg.b) * (16 + A::MAX_ENCODED_LEN + 2)
             + (1 + usize::from(self.cfg.probe_retries)) * super::probes::PLAIN_PROBE_LEN;

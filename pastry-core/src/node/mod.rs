@@ -1256,10 +1256,10 @@ impl<A: Address> Core<A> {
                 self.remember_token(&sender.addr, token);
                 // A probe it carries is answered only in a reply to our own probe, once that
                 // reply has verified the address.
-                let carried = (probe != 0 && self.answers_our_probe(&sender.addr, nonce))
-                    .then(|| sender.clone());
-                self.on_probe_reply(now, sender, nonce, leaf, active, apps);
-                if let Some(to) = carried {
+                let carrier = (probe != 0).then(|| sender.clone());
+                if self.on_probe_reply(now, sender, nonce, leaf, active, apps)
+                    && let Some(to) = carrier
+                {
                     self.answer_carried(&to, probe);
                 }
             }

@@ -404,11 +404,6 @@ impl<A: Address> Core<A> {
         (self.random() as u32).max(1)
     }
 
-    /// Whether a probe reply from `addr` with `nonce` answers our probe under way there.
-    pub(crate) fn answers_our_probe(&self, addr: &A, nonce: u32) -> bool {
-        self.probes.get(addr).is_some_and(|p| p.nonce == nonce)
-    }
-
     /// Answers a probe that a probe reply or rows from `to` carried (see
     /// [`Core::carried_probe`]). Only to an address we have verified: a reply must answer our
     /// own probe, rows must come from a verified address. (A forger that uses a verified
@@ -642,6 +637,8 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// Settles our probe of `sender` with its reply. Returns whether the reply answered our
+    /// probe under way there (a stale or forged one changes nothing).
     pub(crate) fn on_probe_reply(
         &mut self,
         now: Instant,
@@ -650,13 +647,13 @@ impl<A: Address> Core<A> {
         leaf: Option<LeafSetMsg<A>>,
         active: bool,
         apps: &mut Apps<A>,
-    ) {
+    ) -> bool {
         match self.probes.get(&sender.addr) {
             Some(p) if p.nonce == nonce => {}
-            _ => return,
+            _ => return false,
         }
         let Some(p) = self.probes.remove(&sender.addr) else {
-            return;
+            return false;
         };
         if let Some(id) = p.id {
             self.pending_leaf.retain(|x| *x != id);
@@ -752,6 +749,7 @@ impl<A: Address> Core<A> {
             self.continue_repair(now);
         }
         self.check_active(now, apps);
+        true
     }
 
     /// `sender` has just sent us a datagram. If our probe of it has gone unanswered at least
@@ -771,11 +769,20 @@ impl<A: Address> Core<A> {
         if !self.is_verified(Some(sender.id), addr) {
             return;
         }
+        if let Some(p) = self.probes.get_mut(addr) {
+            p.refreshed = true;
+        }
+        self.restart_probe(now, addr);
+    }
+
+    /// Sends the probe to `addr` again as a first attempt: a fresh nonce (a late answer to an
+    /// earlier one must not pass for this one), the attempts counted afresh and its round trip
+    /// timed from now.
+    fn restart_probe(&mut self, now: Instant, addr: &A) {
         let nonce = self.fresh_nonce();
         let Some(p) = self.probes.get_mut(addr) else {
             return;
         };
-        p.refreshed = true;
         p.nonce = nonce;
         p.attempts = 1;
         p.sent_at = now;
@@ -819,17 +826,10 @@ impl<A: Address> Core<A> {
             return;
         }
         if p.carried {
-            // The answer that carried it went unanswered: one probe of its own, counted as a
-            // first attempt, so that its reply is timed from it.
-            let nonce = self.fresh_nonce();
-            if let Some(p) = self.probes.get_mut(&addr) {
-                p.carried = false;
-                p.nonce = nonce;
-                p.attempts = 1;
-                p.sent_at = now;
-            }
+            // The answer that carried it went unanswered: one probe of its own (sending it
+            // clears `carried`), counted as a first attempt so that its reply is timed from it.
             self.counters.retransmitted += 1;
-            self.send_attempt(now, &addr);
+            self.restart_probe(now, &addr);
             return;
         }
         let Some(p) = self.probes.get_mut(&addr) else {
