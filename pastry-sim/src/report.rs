@@ -55,6 +55,15 @@ pub struct Report {
     pub rdp_p95: f64,
     /// Lookups the RDP figures are over (those delivered away from their origin).
     pub rdp_samples: usize,
+    /// Lookups whose origin got the answer.
+    pub answered: u64,
+    /// Median simulated time from sending a lookup to its origin getting the answer
+    /// (retries included), in milliseconds: what an application waits for.
+    pub answer_ms_median: f64,
+    /// 95th percentile of that time.
+    pub answer_ms_p95: f64,
+    /// 99th percentile of that time.
+    pub answer_ms_p99: f64,
     /// The RDP distribution as (RDP, cumulative fraction) at every percentile.
     pub rdp_cdf: Vec<(f64, f64)>,
     /// With `--ideal`: the mean RDP of the same lookups routed over perfect state on the same
@@ -376,6 +385,11 @@ impl fmt::Display for Report {
             f,
             "  hops: mean {:.3}, max {}; RDP mean {:.3}, median {:.3}, p95 {:.3}",
             self.hops_mean, self.hops_max, self.rdp_mean, self.rdp_median, self.rdp_p95
+        )?;
+        writeln!(
+            f,
+            "  answers: {} reached their origin, after {:.0} ms median, {:.0} ms p95, {:.0} ms p99",
+            self.answered, self.answer_ms_median, self.answer_ms_p95, self.answer_ms_p99
         )?;
         if let (Some(mean), Some(median), Some(hops)) = (
             self.rdp_ideal_mean,

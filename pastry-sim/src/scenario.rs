@@ -456,6 +456,15 @@ impl Scenario {
         let mut rdp: Vec<f32> = net.rdp_samples().to_vec();
         rdp.sort_by(f32::total_cmp);
         let stats = net.lookup_stats().clone();
+        let mut answer_ms: Vec<f32> = net
+            .lookups()
+            .iter()
+            .filter_map(|l| {
+                l.answered
+                    .map(|a| ((a - l.sent_at).as_secs_f64() * 1e3) as f32)
+            })
+            .collect();
+        answer_ms.sort_by(f32::total_cmp);
         let (datagrams, dropped) = net.datagram_counts();
         let wall_seconds = wall.elapsed().as_secs_f64();
         let outcomes = report::bucket_outcomes(net.lookups(), t0, interval, samples.len());
@@ -483,6 +492,10 @@ impl Scenario {
             rdp_median: report::quantile(&rdp, 0.5),
             rdp_p95: report::quantile(&rdp, 0.95),
             rdp_samples: rdp.len(),
+            answered: answer_ms.len() as u64,
+            answer_ms_median: report::quantile(&answer_ms, 0.5),
+            answer_ms_p95: report::quantile(&answer_ms, 0.95),
+            answer_ms_p99: report::quantile(&answer_ms, 0.99),
             rdp_cdf: report::cdf(&rdp),
             rdp_ideal_mean: ideal.as_ref().map(|i| report::mean(&i.rdp)),
             rdp_ideal_median: ideal.as_ref().map(|i| report::quantile(&i.rdp, 0.5)),
