@@ -56,7 +56,6 @@ pub fn message_name(datagram: &[u8]) -> Option<&'static str> {
         T_LEAVE => "leave",
         T_LOOKUP_REQUEST => "lookup request",
         T_LOOKUP_ANSWER => "lookup answer",
-        T_LOOKUP_RESULT => "lookup result",
         _ => return None,
     })
 }
@@ -74,7 +73,6 @@ const T_ROWS: u8 = 10;
 const T_LEAVE: u8 = 11;
 const T_LOOKUP_REQUEST: u8 = 12;
 const T_LOOKUP_ANSWER: u8 = 13;
-const T_LOOKUP_RESULT: u8 = 14;
 
 /// Smallest `LookupRequest` a member answers: three times its size covers the answer (with an
 /// IPv6 root address) under the anti-amplification limit.
@@ -89,6 +87,7 @@ const BODY_APP: u8 = 0;
 const BODY_JOIN: u8 = 1;
 const BODY_JOIN_STATE: u8 = 2;
 const BODY_LOOKUP: u8 = 3;
+const BODY_LOOKUP_REPLY: u8 = 4;
 
 const PROBE_HAS_LEAF: u8 = 1;
 /// In a probe or a probe reply: the sender is an active member (it may be used as a
@@ -244,11 +243,22 @@ pub enum RouteBody<A> {
         /// The root's leaf set (only in the root's message).
         leaf: Option<LeafSetMsg<A>>,
     },
-    /// A lookup: the root answers the origin with a [`Message::LookupResult`]. Retries of one
-    /// lookup carry the same `lookup` number.
+    /// A lookup: the root answers with a [`RouteBody::LookupReply`] routed to the origin's
+    /// id. Retries of one lookup carry the same `lookup` number.
     Lookup {
         /// The origin's lookup number.
         lookup: u32,
+    },
+    /// The answer to a lookup, routed to the origin's id.
+    LookupReply {
+        /// The origin's lookup number.
+        lookup: u32,
+        /// The key looked up.
+        key: Id,
+        /// The root of the key.
+        root: NodeHandle<A>,
+        /// Overlay hops the lookup took.
+        hops: u8,
     },
 }
 
@@ -395,21 +405,6 @@ pub enum Message<A> {
         /// Overlay hops from the member to the root.
         hops: u8,
     },
-    /// The root of a lookup's key answers the lookup's origin: sent straight to the origin's
-    /// address (the one its lookup carried), acknowledged like a hop with an [`Message::Ack`]
-    /// and resent at most twice. It is about half the size of the lookup that reached the root,
-    /// so a lookup forged in a stranger's name earns that stranger at most one and a half
-    /// times its bytes. The sender is the root.
-    LookupResult {
-        /// Sequence number for the acknowledgement.
-        seq: u32,
-        /// The origin's lookup number.
-        lookup: u32,
-        /// The key looked up.
-        key: Id,
-        /// Overlay hops the lookup took.
-        hops: u8,
-    },
 }
 
 impl<A> Message<A> {
@@ -419,8 +414,7 @@ impl<A> Message<A> {
         match self {
             Message::Direct { .. }
             | Message::LookupRequest { .. }
-            | Message::LookupAnswer { .. }
-            | Message::LookupResult { .. } => false,
+            | Message::LookupAnswer { .. } => false,
             Message::Route(r) => r.body.is_control(),
             _ => true,
         }
@@ -612,6 +606,18 @@ fn put_route_body<A: Address>(out: &mut Vec<u8>, r: &RouteMsg<A>) {
             out.push(BODY_LOOKUP);
             out.extend_from_slice(&lookup.to_be_bytes());
         }
+        RouteBody::LookupReply {
+            lookup,
+            key,
+            root,
+            hops,
+        } => {
+            out.push(BODY_LOOKUP_REPLY);
+            out.extend_from_slice(&lookup.to_be_bytes());
+            out.extend_from_slice(&key.to_bytes());
+            put_handle(out, root);
+            out.push(*hops);
+        }
         RouteBody::JoinState {
             tag,
             joiner,
@@ -716,7 +722,6 @@ impl<A: Address> Datagram<A> {
             Message::Leave { .. } => T_LEAVE,
             Message::LookupRequest { .. } => T_LOOKUP_REQUEST,
             Message::LookupAnswer { .. } => T_LOOKUP_ANSWER,
-            Message::LookupResult { .. } => T_LOOKUP_RESULT,
         };
         put_header(out, t, self.sender);
         match &self.message {
@@ -792,17 +797,6 @@ impl<A: Address> Datagram<A> {
                     }
                     None => out.push(0),
                 }
-                out.push(*hops);
-            }
-            Message::LookupResult {
-                seq,
-                lookup,
-                key,
-                hops,
-            } => {
-                out.extend_from_slice(&seq.to_be_bytes());
-                out.extend_from_slice(&lookup.to_be_bytes());
-                out.extend_from_slice(&key.to_bytes());
                 out.push(*hops);
             }
             Message::Direct {
@@ -949,6 +943,12 @@ impl<A: Address> Datagram<A> {
                         tag: r.u32()?,
                     },
                     BODY_LOOKUP => RouteBody::Lookup { lookup: r.u32()? },
+                    BODY_LOOKUP_REPLY => RouteBody::LookupReply {
+                        lookup: r.u32()?,
+                        key: r.id()?,
+                        root: r.handle()?,
+                        hops: r.u8()?,
+                    },
                     BODY_JOIN_STATE => {
                         let tag = r.u32()?;
                         let joiner = r.handle()?;
@@ -1040,12 +1040,6 @@ impl<A: Address> Datagram<A> {
                     hops: r.u8()?,
                 }
             }
-            T_LOOKUP_RESULT => Message::LookupResult {
-                seq: r.u32()?,
-                lookup: r.u32()?,
-                key: r.id()?,
-                hops: r.u8()?,
-            },
             other => return Err(DecodeError::UnknownType(other)),
         };
         if !r.buf.is_empty() {
@@ -1364,12 +1358,19 @@ mod tests {
                 hops: 1,
                 body: RouteBody::Lookup { lookup: 5 },
             }),
-            Message::LookupResult {
+            Message::Route(RouteMsg {
                 seq: 2,
-                lookup: 5,
-                key: Id::new(78),
-                hops: 2,
-            },
+                origin: h(9, 9),
+                msg_seq: 4,
+                key: Id::new(9),
+                hops: 3,
+                body: RouteBody::LookupReply {
+                    lookup: 5,
+                    key: Id::new(78),
+                    root: h(79, 7),
+                    hops: 2,
+                },
+            }),
             Message::RowRequest { row: 3, padding: 2 },
             Message::Rows {
                 rows: vec![(0, vec![h(5, 5)]), (1, vec![])],

@@ -1,7 +1,7 @@
-//! Lookups: a request routed to a key, answered by the key's root straight to the origin's
-//! address (acknowledged, resent at most twice), retried by the origin on a timeout.
+//! Lookups: a request routed to a key, answered by the key's root with a reply routed back to
+//! the origin's id (so that no node ever sends to an address it has not verified), retried by
+//! the origin on a timeout.
 
-use super::routing::FlightKind;
 use super::{Apps, Core, Event, LookupId, TimerKind};
 use crate::wire::{self, Message, RouteBody, RouteMsg};
 use crate::{Address, Id, Instant, NodeHandle, RouteError};
@@ -111,17 +111,11 @@ impl<A: Address> Core<A> {
         }
     }
 
-    /// We are the root of a lookup's key: say so, and answer the origin, straight to the
-    /// address its lookup carried. An answer routed back to the origin's id instead takes
-    /// about as many acknowledged hops as the lookup. Under 10-minute churn at 10,000 nodes,
-    /// answering straight took control traffic from 0.674 to 0.633 messages per node per
-    /// second, and the origin's wait for the answer from 433 to 304 ms (median) and 1,287 to
-    /// 1,138 ms (p95). The lookups themselves fare a little worse (route delay penalty 6.63 to
-    /// 7.68, hops 3.91 to 4.04): the routed answers used to meet dead table entries and empty
-    /// cells first, and to have them repaired before a lookup needed them.
+    /// We are the root of a lookup's key: say so, and answer the origin.
     pub(crate) fn serve_lookup(
         &mut self,
         now: Instant,
+        apps: &mut Apps<A>,
         origin: NodeHandle<A>,
         key: Id,
         lookup: u32,
@@ -141,22 +135,29 @@ impl<A: Address> Core<A> {
             self.lookup_answered(lookup, key, me, hops);
             return;
         }
-        self.send_flight(now, origin, FlightKind::Result { lookup, key, hops });
+        let reply = RouteBody::LookupReply {
+            lookup,
+            key,
+            root: self.me.clone(),
+            hops,
+        };
+        self.route_internal(now, apps, origin.id, reply);
     }
 
-    /// A root answered one of our lookups (or a copy of an answer we acknowledged already, or
-    /// a forgery, which would have to name the key: both change nothing).
-    pub(crate) fn on_lookup_result(
+    /// An answer reached the root of the origin's id: ours, if we asked.
+    pub(crate) fn lookup_reply_delivered(
         &mut self,
-        root: NodeHandle<A>,
-        seq: u32,
+        reply_key: Id,
         lookup: u32,
         key: Id,
+        root: NodeHandle<A>,
         hops: u8,
     ) {
-        // Acknowledge every copy, so that a root whose acknowledgement was lost stops resending.
-        let ack = self.encode(Message::Ack { seq });
-        self.send_budgeted(Some(root.id), &root.addr, ack, true);
+        if reply_key != self.me.id {
+            // The origin is gone; its answer ends at whoever is the root of its id now.
+            self.counters.rejected += 1;
+            return;
+        }
         self.lookup_answered(lookup, key, root, hops);
     }
 
@@ -227,186 +228,5 @@ impl<A: Address> Core<A> {
             hops,
         });
         self.send_budgeted(None, addr, bytes, false);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::node::{Event, Node};
-    use crate::wire::{Datagram, Message, RouteBody, RouteMsg};
-    use crate::{Config, Id, Instant, NodeHandle, Peer, Rtt};
-    use alloc::vec::Vec;
-    use core::time::Duration;
-
-    const ME: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
-    const OTHER: u128 = 0xa234_5678_9abc_def0_1122_3344_5566_7788;
-
-    /// A node alone in its ring (the root of every key), at address 1.
-    fn alone(cfg: Config) -> Node<u32> {
-        let mut node: Node<u32> = Node::new(cfg, Id::new(ME), 1, 7, Instant::ZERO).unwrap();
-        node.bootstrap(Instant::ZERO).unwrap();
-        while node.poll_transmit().is_some() {}
-        node
-    }
-
-    fn sent(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
-        core::iter::from_fn(|| node.poll_transmit())
-            .map(|t| {
-                let d = Datagram::<u32>::decode(&t.contents, usize::MAX).unwrap();
-                (t.destination, d.message)
-            })
-            .collect()
-    }
-
-    /// A lookup from `OTHER` (at address 50) for `key`, as its first hop sends it.
-    fn lookup_from_other(key: Id) -> Vec<u8> {
-        crate::wire::encode_route(
-            Id::new(OTHER),
-            &RouteMsg {
-                seq: 3,
-                origin: NodeHandle::new(Id::new(OTHER), 50),
-                msg_seq: 1,
-                key,
-                hops: 0,
-                body: RouteBody::Lookup { lookup: 77 },
-            },
-        )
-    }
-
-    fn results(out: &[(u32, Message<u32>)]) -> Vec<u32> {
-        out.iter()
-            .filter_map(|(to, m)| match m {
-                Message::LookupResult {
-                    lookup: 77,
-                    hops: 1,
-                    ..
-                } => Some(*to),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_root_answers_the_origin_straight_and_resends_at_most_twice() {
-        // Even where the configuration allows more resends: the origin's address is unverified.
-        let cfg = Config {
-            max_retransmits: 5,
-            ..Config::default()
-        };
-        let mut node = alone(cfg);
-        let key = Id::new(ME + 5);
-        let t0 = Instant::ZERO + Duration::from_secs(1);
-        let request = lookup_from_other(key);
-        node.handle_datagram(t0, 50, &request).unwrap();
-        let out = sent(&mut node);
-        // An ack of the hop and the result, both to the origin's address; nothing routed.
-        assert_eq!(results(&out), [50], "{out:?}");
-        assert!(out.iter().all(|(to, _)| *to == 50), "{out:?}");
-        let result_len = {
-            let d = Datagram::new(
-                Id::new(ME),
-                Message::<u32>::LookupResult {
-                    seq: 1,
-                    lookup: 77,
-                    key,
-                    hops: 1,
-                },
-            );
-            d.to_bytes().len()
-        };
-        assert!(
-            result_len < request.len(),
-            "{result_len} >= {}",
-            request.len()
-        );
-        // Unacknowledged: two resends, then nothing more.
-        let mut resends = 0;
-        let mut now = t0;
-        for _ in 0..20 {
-            let Some(t) = node.poll_timeout() else { break };
-            now = t.max(now);
-            node.handle_timeout(now);
-            resends += results(&sent(&mut node)).len();
-        }
-        assert_eq!(resends, 2);
-    }
-
-    #[test]
-    fn an_acknowledged_result_is_not_resent() {
-        let mut node = alone(Config::default());
-        let t0 = Instant::ZERO + Duration::from_secs(1);
-        node.handle_datagram(t0, 50, &lookup_from_other(Id::new(ME + 5)))
-            .unwrap();
-        let seq = sent(&mut node)
-            .into_iter()
-            .find_map(|(_, m)| match m {
-                Message::LookupResult { seq, .. } => Some(seq),
-                _ => None,
-            })
-            .expect("a result");
-        let ack = Datagram::<u32>::new(Id::new(OTHER), Message::Ack { seq }).to_bytes();
-        node.handle_datagram(t0 + Duration::from_millis(50), 50, &ack)
-            .unwrap();
-        let mut now = t0;
-        for _ in 0..20 {
-            let Some(t) = node.poll_timeout() else { break };
-            if t > t0 + Duration::from_secs(20) {
-                break;
-            }
-            now = t.max(now);
-            node.handle_timeout(now);
-            assert!(results(&sent(&mut node)).is_empty(), "resent after its ack");
-        }
-    }
-
-    #[test]
-    fn the_origin_acknowledges_every_result_and_takes_only_a_matching_one() {
-        let mut node = alone(Config::default());
-        // A neighbour that is the root of keys next to its id.
-        let root = NodeHandle::new(Id::new(ME + 10), 80);
-        let _ = node
-            .core
-            .leaf
-            .insert(Peer::verified(root.clone(), Rtt::default()), Instant::ZERO);
-        let key = Id::new(ME + 9);
-        let t0 = Instant::ZERO + Duration::from_secs(1);
-        let id = node.lookup(t0, key).unwrap();
-        let out = sent(&mut node);
-        assert!(
-            out.iter()
-                .any(|(to, m)| *to == 80 && matches!(m, Message::Route(_))),
-            "{out:?}"
-        );
-        while node.poll_event().is_some() {}
-        let result = |key: Id, seq: u32| {
-            Datagram::<u32>::new(
-                root.id,
-                Message::LookupResult {
-                    seq,
-                    lookup: id.seq,
-                    key,
-                    hops: 1,
-                },
-            )
-            .to_bytes()
-        };
-        let done = |node: &mut Node<u32>| {
-            core::iter::from_fn(|| node.poll_event())
-                .filter(|e| matches!(e, Event::LookupDone { .. }))
-                .count()
-        };
-        // A result naming another key is acknowledged, and changes nothing.
-        let t1 = t0 + Duration::from_millis(100);
-        node.handle_datagram(t1, 80, &result(Id::new(ME + 8), 4))
-            .unwrap();
-        assert_eq!(sent(&mut node), [(80, Message::Ack { seq: 4 })]);
-        assert_eq!(done(&mut node), 0);
-        // The right one ends the lookup; a copy of it is acknowledged and ignored.
-        node.handle_datagram(t1, 80, &result(key, 5)).unwrap();
-        assert_eq!(sent(&mut node), [(80, Message::Ack { seq: 5 })]);
-        assert_eq!(done(&mut node), 1);
-        node.handle_datagram(t1, 80, &result(key, 5)).unwrap();
-        assert_eq!(sent(&mut node), [(80, Message::Ack { seq: 5 })]);
-        assert_eq!(done(&mut node), 0);
     }
 }

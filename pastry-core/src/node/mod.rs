@@ -1292,12 +1292,6 @@ impl<A: Address> Core<A> {
             }
             // Members never ask each other this way; an answer is for clients only.
             Message::LookupAnswer { .. } => self.counters.rejected += 1,
-            Message::LookupResult {
-                seq,
-                lookup,
-                key,
-                hops,
-            } => self.on_lookup_result(sender, seq, lookup, key, hops),
         }
     }
 

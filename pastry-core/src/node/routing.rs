@@ -29,19 +29,7 @@ pub(crate) enum FlightKind<A> {
         payload: Vec<u8>,
     },
     Leave,
-    /// The answer to a lookup we are the root of, for its origin (see
-    /// [`Core::serve_lookup`]).
-    Result {
-        lookup: u32,
-        key: Id,
-        hops: u8,
-    },
 }
-
-/// Resends of a lookup's result: its origin's address is unverified, so three sends in all
-/// bound what a lookup forged in a stranger's name earns the stranger, whatever
-/// `max_retransmits` says.
-const RESULT_RESENDS: u8 = 2;
 
 /// A message sent to one next hop and not yet acknowledged.
 pub(crate) struct InFlight<A> {
@@ -65,7 +53,7 @@ impl<A> InFlight<A> {
                 _ => 0,
             },
             FlightKind::Direct { payload, .. } => payload.capacity(),
-            FlightKind::Leave | FlightKind::Result { .. } => 0,
+            FlightKind::Leave => 0,
         }
     }
 
@@ -274,8 +262,14 @@ impl<A: Address> Core<A> {
             } => self.deliver_join_state(now, &msg.origin, &joiner, tag, rows, leaf),
             RouteBody::Lookup { lookup } => {
                 self.counters.delivered += 1;
-                self.serve_lookup(now, msg.origin, msg.key, lookup, msg.hops)
+                self.serve_lookup(now, apps, msg.origin, msg.key, lookup, msg.hops)
             }
+            RouteBody::LookupReply {
+                lookup,
+                key,
+                root,
+                hops,
+            } => self.lookup_reply_delivered(msg.key, lookup, key, root, hops),
             RouteBody::App { app, payload } => {
                 self.counters.delivered += 1;
                 let view = RouteMessage {
@@ -411,11 +405,8 @@ impl<A: Address> Core<A> {
             msg.seq = seq;
         }
         // A goodbye is small and goes only to leaf-set members, which contacted us first; a
-        // leaving node no longer waits for anyone's address to be verified. A lookup's result
-        // is smaller than the lookup, and resent at most twice (see `RESULT_RESENDS`):
-        // verifying its origin first would cost more datagrams than the result itself.
-        let verified = matches!(kind, FlightKind::Leave | FlightKind::Result { .. })
-            || self.is_verified(Some(to.id), &to.addr);
+        // leaving node no longer waits for anyone's address to be verified.
+        let verified = matches!(kind, FlightKind::Leave) || self.is_verified(Some(to.id), &to.addr);
         self.in_flight.insert(
             seq,
             InFlight {
@@ -454,15 +445,6 @@ impl<A: Address> Core<A> {
                     self.leaf_msg(Some(f.to.id), self.cfg.max_datagram_size - wire_overhead());
                 (self.encode(Message::Leave { seq, leaf }), true)
             }
-            FlightKind::Result { lookup, key, hops } => (
-                self.encode(Message::LookupResult {
-                    seq,
-                    lookup: *lookup,
-                    key: *key,
-                    hops: *hops,
-                }),
-                false,
-            ),
         };
         let to = f.to.addr.clone();
         let rto = match f.kind {
@@ -554,11 +536,7 @@ impl<A: Address> Core<A> {
                 ..
             }
         );
-        let resends = match f.kind {
-            FlightKind::Result { .. } => self.cfg.max_retransmits.min(RESULT_RESENDS),
-            _ => self.cfg.max_retransmits,
-        };
-        if !first_hop_rule && f.attempts <= resends {
+        if !first_hop_rule && f.attempts <= self.cfg.max_retransmits {
             f.attempts += 1;
             self.counters.retransmitted += 1;
             let (to, leaf_hop) = (f.to.clone(), matches!(f.kind, FlightKind::Route { .. }));
@@ -599,8 +577,6 @@ impl<A: Address> Core<A> {
             FlightKind::Route { msg, .. } => self.process_route(now, apps, msg, false, None),
             FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
             FlightKind::Leave => self.check_leave_done(now),
-            // The origin asks again once its lookup times out.
-            FlightKind::Result { .. } => {}
         }
     }
 
@@ -613,7 +589,7 @@ impl<A: Address> Core<A> {
         match f.kind {
             FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::Overloaded),
             FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
-            FlightKind::Leave | FlightKind::Result { .. } => {}
+            FlightKind::Leave => {}
         }
     }
 
@@ -644,7 +620,7 @@ impl<A: Address> Core<A> {
             match f.kind {
                 FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::NodeLeft),
                 FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
-                FlightKind::Leave | FlightKind::Result { .. } => {}
+                FlightKind::Leave => {}
             }
         }
         self.in_flight.shrink_to_fit();
