@@ -87,6 +87,17 @@ pub struct Peer<A> {
     /// Round-trip estimate from this node to the peer.
     pub rtt: Rtt,
     pub(crate) flags: u8,
+    /// When the peer last proved alive to us (answered a probe, acknowledged a message), in
+    /// [`heard_units`]; 0: never. Fits in the record's padding.
+    pub(crate) heard: u16,
+}
+
+/// Seconds per unit of [`Peer`]'s `heard`.
+const HEARD_UNIT_SECS: u64 = 4;
+
+/// `now` in units of [`HEARD_UNIT_SECS`], wrapping (every 72 hours), never 0.
+pub(crate) fn heard_units(now: crate::Instant) -> u16 {
+    ((now.as_micros() / 1_000_000 / HEARD_UNIT_SECS) as u16).max(1)
 }
 
 impl<A> Peer<A> {
@@ -96,6 +107,7 @@ impl<A> Peer<A> {
             handle,
             rtt: Rtt::default(),
             flags: 0,
+            heard: 0,
         }
     }
 
@@ -104,6 +116,7 @@ impl<A> Peer<A> {
             handle,
             rtt,
             flags: VERIFIED,
+            heard: 0,
         }
     }
 
@@ -120,6 +133,13 @@ impl<A> Peer<A> {
     /// Whether the peer went silent and is being probed.
     pub fn is_suspect(&self) -> bool {
         self.flags & SUSPECT != 0
+    }
+
+    /// Seconds since the peer last proved alive, `None` if it never did. The clock of `heard`
+    /// wraps every 72 hours: a peer silent longer than that may pass for recently heard.
+    pub(crate) fn heard_secs_ago(&self, now: crate::Instant) -> Option<u64> {
+        (self.heard != 0)
+            .then(|| u64::from(heard_units(now).wrapping_sub(self.heard)) * HEARD_UNIT_SECS)
     }
 
     pub(crate) fn set_flag(&mut self, flag: u8, on: bool) {

@@ -99,7 +99,7 @@ impl<A: Address> Core<A> {
         join: (&NodeHandle<A>, u32),
         rows: (usize, usize),
     ) {
-        let rows = self.table_rows(rows.0..=rows.1, join.0.id);
+        let rows = self.table_rows(now, rows.0..=rows.1, join.0.id);
         if !rows.is_empty() {
             self.send_join_state(now, apps, origin, join, rows, None);
         }

@@ -12,6 +12,19 @@ use crate::table::TableInsert;
 use crate::wire::{self, LeafSetMsg, Message};
 use crate::{Address, Id, Instant, NodeHandle, Peer};
 
+/// -ln(1 - p) in thousandths, where p is the chance that a table entry has died past which we
+/// leave it out of the rows we give (see [`Core::stale_after`]): 0.288 for a quarter. Under
+/// 10-minute churn at 2,000 nodes (seeds 1 and 2), a half changed nothing (0.586 and 0.591
+/// control messages per node per second against 0.587 and 0.596), a quarter gave 0.565 and
+/// 0.567 with a route delay penalty of 6.02 and 6.08 against 5.79 and 5.84, and 15 % gave
+/// 0.544 and 0.548 for 6.42 and 6.15, with tables 8 % smaller.
+const STALE_RISK_LN: u64 = 288;
+
+/// Whether a table entry proved alive recently enough to be given to others.
+fn fresh<A>(p: &Peer<A>, now: Instant, stale: Option<u64>) -> bool {
+    stale.is_none_or(|limit| p.heard_secs_ago(now).is_some_and(|ago| ago <= limit))
+}
+
 /// Least time between two lazy requests to fill empty routing-table cells.
 const FILL_INTERVAL: core::time::Duration = core::time::Duration::from_secs(60);
 /// Routing-table candidates a joining node keeps for probing once it is active.
@@ -165,6 +178,9 @@ impl<A: Address> Core<A> {
             return;
         }
         self.counters.failures_detected += 1;
+        if in_leaf.is_some() {
+            self.leaf_deaths.0[1] += 1;
+        }
         self.mark_dead(id, now);
         if in_table.is_some() {
             // The cell stays empty until routing needs it (a lazy request for the row) or
@@ -722,6 +738,8 @@ impl<A: Address> Core<A> {
         }
         self.pns_budget = super::pns_budget(&self.cfg);
         self.spare_budget = super::spare_budget(&self.cfg);
+        let (counts, starts) = self.leaf_deaths;
+        self.leaf_deaths = ([counts[1], 0], [starts[1], now]);
         for row in 0..self.table.row_count() {
             let n = self.table.row(row).count();
             if n == 0 {
@@ -833,10 +851,11 @@ impl<A: Address> Core<A> {
 
     pub(crate) fn on_row_request(&mut self, now: Instant, sender: NodeHandle<A>, row: u8) {
         let budget = self.budget_left(Some(sender.id), &sender.addr);
+        let stale = self.stale_after(now);
         let (entries, hints): (Vec<NodeHandle<A>>, Vec<u16>) = self
             .table
             .row(usize::from(row))
-            .filter(|p| p.id() != sender.id && !p.is_suspect())
+            .filter(|p| p.id() != sender.id && !p.is_suspect() && fresh(p, now, stale))
             .map(|p| (p.handle.clone(), rtt_hint(p.rtt.srtt_micros_or_max())))
             .unzip();
         // The sender has us in that row, so we may belong in its: it is a candidate for our
@@ -913,18 +932,43 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// After how many seconds without a sign of life a table entry is left out of the rows we
+    /// give (for row requests and joins). Nodes that learn of a dead entry from our rows probe
+    /// it for nothing: under 10-minute churn at 2,000 nodes a third of the candidates rows
+    /// named were dead. Our leaf set is watched all the time, so its deaths over the last two
+    /// maintenance rounds measure the ring's failure rate; with exponential lifetimes at that
+    /// rate, an entry silent for the returned time has died with the chance `STALE_RISK_LN`
+    /// stands for. `None` (every entry is given) while no member died in that time: on a
+    /// stable ring entries stay alive however long they are silent, and figures measured there
+    /// do not change. At 10,000 nodes under 10-minute churn (seed 1) control traffic went
+    /// from 0.674 to 0.633 messages per node per second, with 0 incorrect and 22 lost lookups
+    /// as before, and the lookups' route delay penalty from 6.63 to 6.97 (tables hold 40.4
+    /// entries instead of 42.1).
+    pub(crate) fn stale_after(&self, now: Instant) -> Option<u64> {
+        let (counts, starts) = self.leaf_deaths;
+        let deaths = u64::from(counts[0] + counts[1]);
+        if deaths == 0 {
+            return None;
+        }
+        let watched = self.leaf.len().max(1) as u64 * (now - starts[0]).as_secs().max(60);
+        // Exponential lifetimes at rate `deaths / watched`: P(dead after t) = 1 - e^(-rate t).
+        Some(STALE_RISK_LN * watched / deaths / 1000)
+    }
+
     /// Rows `range` of our table (non-empty rows only), without `exclude`.
     pub(crate) fn table_rows(
         &self,
+        now: Instant,
         range: core::ops::RangeInclusive<usize>,
         exclude: Id,
     ) -> Vec<wire::Row<A>> {
+        let stale = self.stale_after(now);
         range
             .filter_map(|r| {
                 let entries: Vec<NodeHandle<A>> = self
                     .table
                     .row(r)
-                    .filter(|p| p.id() != exclude && !p.is_suspect())
+                    .filter(|p| p.id() != exclude && !p.is_suspect() && fresh(p, now, stale))
                     .map(|p| p.handle.clone())
                     .collect();
                 (!entries.is_empty()).then(|| (u8::try_from(r).unwrap_or(u8::MAX), entries))
@@ -965,6 +1009,7 @@ pub(crate) fn side_index(side: Side) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::time::Duration;
 
     #[test]
     fn a_candidate_is_skipped_only_when_the_triangle_inequality_rules_it_out() {
@@ -1036,6 +1081,128 @@ mod tests {
                 assert_ne!(a[0], a[1], "row {row}: two different entries");
             }
         }
+    }
+
+    /// A node alone with a verified leaf-set member (the asker of rows) and three row-0
+    /// entries: one that answered 10 s ago, one 2,000 s ago, one never.
+    fn with_aging_entries() -> (crate::node::Node<u32>, NodeHandle<u32>, Instant) {
+        use crate::node::Node;
+        use crate::{Config, Rtt};
+        let me: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
+        let mut node: Node<u32> =
+            Node::new(Config::default(), Id::new(me), 1, 7, Instant::ZERO).unwrap();
+        node.bootstrap(Instant::ZERO).unwrap();
+        while node.poll_transmit().is_some() {}
+        let now = Instant::from_secs(3000);
+        let core = &mut node.core;
+        let asker = NodeHandle::new(Id::new(me + 1), 2);
+        let _ = core
+            .leaf
+            .insert(Peer::verified(asker.clone(), Rtt::default()), now);
+        for (digit, ago) in [(0xa_u128, Some(10)), (0xb, Some(2000)), (0xc, None)] {
+            let id = digit << 124 | 0x42;
+            let mut peer = Peer::verified(
+                NodeHandle::new(Id::new(id), 10 + digit as u32),
+                Rtt::default(),
+            );
+            if let Some(ago) = ago {
+                peer.heard = crate::peer::heard_units(Instant::from_secs(3000 - ago));
+            }
+            let _: crate::table::TableInsert<u32> = core.table.insert(peer);
+        }
+        (node, asker, now)
+    }
+
+    fn rows_given(
+        node: &mut crate::node::Node<u32>,
+        asker: &NodeHandle<u32>,
+        now: Instant,
+    ) -> alloc::vec::Vec<u32> {
+        node.core.on_row_request(now, asker.clone(), 0);
+        let mut given = alloc::vec::Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            if let wire::Message::Rows { rows, .. } =
+                wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
+                    .unwrap()
+                    .message
+            {
+                given.extend(rows.into_iter().flat_map(|(_, e)| e).map(|h| h.addr));
+            }
+        }
+        given.sort_unstable();
+        given
+    }
+
+    #[test]
+    fn rows_leave_out_entries_silent_for_longer_than_the_observed_failure_rate_allows() {
+        let (mut node, asker, now) = with_aging_entries();
+        // No member died lately: a stable ring, where silence says nothing. All are given.
+        assert_eq!(node.core.stale_after(now), None);
+        assert_eq!(rows_given(&mut node, &asker, now), [20, 21, 22]);
+        // Four deaths among our one member over the last 1,200 s: an entry silent for
+        // 0.288 * 1 * 1,200 / 4 = 86 s has died with probability a quarter. Only the entry
+        // that answered 10 s ago is given.
+        node.core.leaf_deaths = ([2, 2], [Instant::from_secs(1800), Instant::from_secs(2400)]);
+        assert_eq!(node.core.stale_after(now), Some(86));
+        assert_eq!(rows_given(&mut node, &asker, now), [20]);
+        // One death in 3,000 s: 864 s, still short of 2,000.
+        node.core.leaf_deaths = ([0, 1], [Instant::ZERO, now]);
+        assert_eq!(node.core.stale_after(now), Some(864));
+        assert_eq!(rows_given(&mut node, &asker, now), [20]);
+        // The next maintenance round forgets the deaths of the round before last.
+        node.core.leaf_deaths = ([1, 0], [Instant::ZERO, now]);
+        node.core.on_maintenance_timer(now);
+        while node.poll_transmit().is_some() {}
+        assert_eq!(node.core.stale_after(now), None);
+    }
+
+    #[test]
+    fn an_entry_proves_alive_by_answering_not_by_sending() {
+        let (mut node, _, now) = with_aging_entries();
+        let b = NodeHandle::new(Id::new(0xb_u128 << 124 | 0x42), 21);
+        let heard = |node: &crate::node::Node<u32>| node.core.table.find(b.id).map(|p| p.heard);
+        let before = heard(&node);
+        // A probe from its address (which anyone can forge) changes nothing.
+        let probe = wire::Datagram::<u32>::new(
+            b.id,
+            wire::Message::Probe {
+                nonce: 5,
+                token: 0,
+                leaf: None,
+                failed: alloc::vec::Vec::new(),
+                padding: 0,
+                active: true,
+            },
+        );
+        node.handle_datagram(now, 21, &probe.to_bytes()).unwrap();
+        assert_eq!(heard(&node), before);
+        // Its reply to our probe does.
+        while node.poll_transmit().is_some() {}
+        node.core.probe(now, &b, super::P_LIVE, &[], true);
+        let nonce = core::iter::from_fn(|| node.poll_transmit())
+            .find_map(|t| {
+                match wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
+                    .unwrap()
+                    .message
+                {
+                    wire::Message::Probe { nonce, .. } if t.destination == 21 => Some(nonce),
+                    _ => None,
+                }
+            })
+            .expect("a probe of b");
+        let reply = wire::Datagram::<u32>::new(
+            b.id,
+            wire::Message::ProbeReply {
+                nonce,
+                token: 0,
+                leaf: None,
+                active: true,
+                probe: 0,
+            },
+        );
+        let later = now + Duration::from_secs(8);
+        node.handle_datagram(later, 21, &reply.to_bytes()).unwrap();
+        assert_eq!(heard(&node), Some(crate::peer::heard_units(later)));
     }
 
     /// A leaf set of members -8..=8 (one id step apart) in which +3 fails; the node at +9 probes

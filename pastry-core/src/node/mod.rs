@@ -583,6 +583,9 @@ pub(crate) struct Core<A: Address> {
     declined: VecDeque<(NodeHandle<A>, Instant)>,
     heartbeat_at: Instant,
     maintenance_at: Instant,
+    /// Leaf-set members found dead in the last two maintenance rounds, and when each round
+    /// began: the ring's failure rate as this node sees it (see [`Core::stale_after`]).
+    leaf_deaths: ([u32; 2], [Instant; 2]),
     /// Probes left in this maintenance round for candidates that might be nearer than a
     /// routing-table entry we have, per row (rows past the last share its budget): each row
     /// gets its share, so that a long reply for row 0 cannot starve the rows after it.
@@ -651,6 +654,7 @@ impl<A: Address> Node<A> {
             declined: VecDeque::new(),
             heartbeat_at: now,
             maintenance_at: now,
+            leaf_deaths: ([0; 2], [now; 2]),
             pns_budget: pns_budget(&config),
             spare_budget: spare_budget(&config),
             next_fill: now,

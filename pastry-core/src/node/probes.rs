@@ -697,6 +697,7 @@ impl<A: Address> Core<A> {
         // kept to be considered again later (bounded), by which time it is likely active.
         if active {
             self.offer_table(peer);
+            self.proved_alive(now, &sender);
         } else {
             self.defer_table(&sender, true);
         }
@@ -943,6 +944,18 @@ impl<A: Address> Core<A> {
                 e.last_heard = now;
             }
         })
+    }
+
+    /// Notes that `node` answered us (a probe's reply, an acknowledgement): see
+    /// [`Core::stale_after`]. Only such answers count, which a datagram with a forged source
+    /// cannot give.
+    pub(crate) fn proved_alive(&mut self, now: Instant, node: &NodeHandle<A>) {
+        let at = crate::peer::heard_units(now);
+        self.table.update(node.id, |p| {
+            if p.handle.addr == node.addr {
+                p.heard = at;
+            }
+        });
     }
 
     pub(crate) fn rtt_sample(&mut self, id: Id, addr: &A, sample: Duration) {

@@ -509,6 +509,7 @@ impl<A: Address> Core<A> {
         if f.attempts == 1 {
             self.rtt_sample(f.to.id, &f.to.addr, now - f.sent_at);
         }
+        self.proved_alive(now, &f.to);
         Self::trim(&mut self.in_flight);
         if f.is_leave() {
             self.check_leave_done(now);
