@@ -240,7 +240,10 @@ fn five_percent_loss_still_delivers_every_lookup_correctly() {
     let late = net
         .lookups()
         .iter()
-        .filter(|l| l.answered.is_none_or(|a| a - l.sent_at >= Duration::from_secs(10)))
+        .filter(|l| {
+            l.answered
+                .is_none_or(|a| a - l.sent_at >= Duration::from_secs(10))
+        })
         .count();
     assert_eq!(late, 0, "seed {seed}: lookups answered late or never");
 }
