@@ -150,3 +150,24 @@ impl<A> Peer<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Id, Instant, NodeHandle};
+
+    #[test]
+    fn silence_is_measured_across_the_clock_wrapping() {
+        let mut p = Peer::new(NodeHandle::new(Id::new(1), 1u32));
+        let now = Instant::from_secs(4);
+        assert_eq!(p.heard_secs_ago(now), None, "never heard");
+        // Heard in the last unit before the 16-bit clock wrapped, asked two units after.
+        p.heard = u16::MAX;
+        assert_eq!(heard_units(now), 1);
+        assert_eq!(p.heard_secs_ago(now), Some(8));
+        p.heard = heard_units(Instant::from_secs(1000));
+        assert_eq!(p.heard_secs_ago(Instant::from_secs(1400)), Some(400));
+        // The epoch's first unit is 1, not 0 (which means never).
+        assert_eq!(heard_units(Instant::ZERO), 1);
+    }
+}

@@ -178,7 +178,11 @@ impl<A: Address> Core<A> {
             return;
         }
         self.counters.failures_detected += 1;
-        if in_leaf.is_some() {
+        // Deaths only: a goodbye is not counted (anyone can forge one from a member's
+        // address, and it removes nothing that could still be named in rows). A live member
+        // wrongly declared dead under loss counts, a rare overestimate.
+        let cap = 4 * self.cfg.leaf_set_size as u32;
+        if in_leaf.is_some() && self.leaf_deaths.0[1] < cap {
             self.leaf_deaths.0[1] += 1;
         }
         self.mark_dead(id, now);
@@ -936,7 +940,8 @@ impl<A: Address> Core<A> {
     /// give (for row requests and joins). Nodes that learn of a dead entry from our rows probe
     /// it for nothing: under 10-minute churn at 2,000 nodes a third of the candidates rows
     /// named were dead. Our leaf set is watched all the time, so its deaths over the last two
-    /// maintenance rounds measure the ring's failure rate; with exponential lifetimes at that
+    /// maintenance rounds (between one and two periods; from the node's start until its first
+    /// round) measure the ring's failure rate; with exponential lifetimes at that
     /// rate, an entry silent for the returned time has died with the chance `STALE_RISK_LN`
     /// stands for. `None` (every entry is given) while no member died in that time: on a
     /// stable ring entries stay alive however long they are silent, and figures measured there
@@ -952,7 +957,12 @@ impl<A: Address> Core<A> {
         }
         let watched = self.leaf.len().max(1) as u64 * (now - starts[0]).as_secs().max(60);
         // Exponential lifetimes at rate `deaths / watched`: P(dead after t) = 1 - e^(-rate t).
-        Some(STALE_RISK_LN * watched / deaths / 1000)
+        // Never shorter than the silence that makes a member suspect: deaths are capped per
+        // round (at four leaf sets' worth), but a member that keeps rejoining under new ids
+        // and going silent could still push the estimate up, and rows would then shrink to
+        // the entries heard this minute.
+        let floor = self.cfg.failure_timeout.as_secs();
+        Some((STALE_RISK_LN * watched / deaths / 1000).max(floor))
     }
 
     /// Rows `range` of our table (non-empty rows only), without `exclude`.
@@ -1149,11 +1159,114 @@ mod tests {
         node.core.leaf_deaths = ([0, 1], [Instant::ZERO, now]);
         assert_eq!(node.core.stale_after(now), Some(864));
         assert_eq!(rows_given(&mut node, &asker, now), [20]);
-        // The next maintenance round forgets the deaths of the round before last.
+        // The next maintenance round forgets the deaths of the round before last and keeps
+        // the last round's.
         node.core.leaf_deaths = ([1, 0], [Instant::ZERO, now]);
         node.core.on_maintenance_timer(now);
         while node.poll_transmit().is_some() {}
         assert_eq!(node.core.stale_after(now), None);
+        node.core.leaf_deaths = ([0, 3], [Instant::ZERO, Instant::from_secs(2400)]);
+        node.core.on_maintenance_timer(now);
+        while node.poll_transmit().is_some() {}
+        assert_eq!(
+            node.core.leaf_deaths,
+            ([3, 0], [Instant::from_secs(2400), now])
+        );
+        // However many deaths, the limit is never shorter than a member's silence timeout.
+        node.core.leaf_deaths = ([u32::MAX / 4, u32::MAX / 4], [Instant::ZERO, now]);
+        let floor = node.core.cfg.failure_timeout.as_secs();
+        assert_eq!(node.core.stale_after(now), Some(floor));
+        // The rows a joining node is given leave the same entries out.
+        node.core.leaf_deaths = ([2, 2], [Instant::from_secs(1800), Instant::from_secs(2400)]);
+        let rows = node.core.table_rows(now, 0..=0, Id::new(0));
+        let given: alloc::vec::Vec<u32> = rows
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .map(|h| h.addr)
+            .collect();
+        assert_eq!(given, [20]);
+    }
+
+    #[test]
+    fn only_the_death_of_a_leaf_set_member_counts_and_only_once() {
+        use crate::Rtt;
+        let (mut node, asker, now) = with_aging_entries();
+        let mut apps = alloc::vec::Vec::new();
+        // A table entry only: not counted.
+        let b = Id::new(0xb_u128 << 124 | 0x42);
+        node.core.declare_dead(now, b, false, &mut apps);
+        assert!(node.core.table.find(b).is_none());
+        assert_eq!(node.core.leaf_deaths.0, [0, 0]);
+        // A member: counted once, however often it is declared dead.
+        node.core.declare_dead(now, asker.id, false, &mut apps);
+        node.core.declare_dead(now, asker.id, false, &mut apps);
+        assert_eq!(node.core.leaf_deaths.0, [0, 1]);
+        // Never past four leaf sets' worth in a round.
+        let cap = 4 * node.core.cfg.leaf_set_size as u32;
+        for i in 0..2 * cap {
+            let m = NodeHandle::new(Id::new(asker.id.as_u128() + 1 + u128::from(i)), 1000 + i);
+            let _ = node
+                .core
+                .leaf
+                .insert(Peer::verified(m.clone(), Rtt::default()), now);
+            node.core.declare_dead(now, m.id, false, &mut apps);
+        }
+        assert_eq!(node.core.leaf_deaths.0, [0, cap]);
+    }
+
+    #[test]
+    fn a_new_entry_is_heard_from_its_first_answer_and_an_entry_from_its_acks() {
+        let (mut node, _, now) = with_aging_entries();
+        // A candidate for an empty cell of row 0, probed and answering: it enters the table
+        // as heard at its answer.
+        let d = NodeHandle::new(Id::new(0xd_u128 << 124 | 0x42), 23);
+        node.core.probe(now, &d, super::P_TABLE, &[], true);
+        let nonce = core::iter::from_fn(|| node.poll_transmit())
+            .find_map(|t| {
+                match wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
+                    .unwrap()
+                    .message
+                {
+                    wire::Message::Probe { nonce, .. } if t.destination == 23 => Some(nonce),
+                    _ => None,
+                }
+            })
+            .expect("a probe of d");
+        let reply = wire::Datagram::<u32>::new(
+            d.id,
+            wire::Message::ProbeReply {
+                nonce,
+                token: 0,
+                leaf: None,
+                active: true,
+                probe: 0,
+            },
+        );
+        let t1 = now + Duration::from_secs(4);
+        node.handle_datagram(t1, 23, &reply.to_bytes()).unwrap();
+        let heard =
+            |node: &crate::node::Node<u32>, id: Id| node.core.table.find(id).map(|p| p.heard);
+        assert_eq!(heard(&node, d.id), Some(crate::peer::heard_units(t1)));
+        // An entry that acknowledges a message we sent it is heard at the ack.
+        let a = Id::new(0xa_u128 << 124 | 0x42);
+        let t2 = now + Duration::from_secs(100);
+        node.send_direct(t2, NodeHandle::new(a, 20), 0, alloc::vec![1, 2, 3])
+            .unwrap();
+        let seq = core::iter::from_fn(|| node.poll_transmit())
+            .find_map(|t| {
+                match wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
+                    .unwrap()
+                    .message
+                {
+                    wire::Message::Direct { seq, .. } if t.destination == 20 => Some(seq),
+                    _ => None,
+                }
+            })
+            .expect("the message goes to a");
+        let ack = wire::Datagram::<u32>::new(a, wire::Message::Ack { seq });
+        let t3 = t2 + Duration::from_millis(30);
+        node.handle_datagram(t3, 20, &ack.to_bytes()).unwrap();
+        assert_eq!(heard(&node, a), Some(crate::peer::heard_units(t3)));
     }
 
     #[test]
