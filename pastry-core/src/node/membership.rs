@@ -1143,6 +1143,30 @@ mod tests {
         given
     }
 
+    /// `peer` answers, at `at`, the probe of it that `node` has just sent.
+    fn answer_our_probe(node: &mut crate::node::Node<u32>, peer: &NodeHandle<u32>, at: Instant) {
+        let nonce = core::iter::from_fn(|| node.poll_transmit())
+            .find_map(
+                |t| match wire::Datagram::<u32>::decode(&t.contents, usize::MAX) {
+                    Ok(d) if t.destination == peer.addr => match d.message {
+                        wire::Message::Probe { nonce, .. } => Some(nonce),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+            )
+            .expect("a probe of the peer");
+        let reply = wire::Message::ProbeReply {
+            nonce,
+            token: 0,
+            leaf: None,
+            active: true,
+            probe: 0,
+        };
+        let bytes = wire::Datagram::<u32>::new(peer.id, reply).to_bytes();
+        node.handle_datagram(at, peer.addr, &bytes).unwrap();
+    }
+
     #[test]
     fn rows_leave_out_entries_silent_for_longer_than_the_observed_failure_rate_allows() {
         let (mut node, asker, now) = with_aging_entries();
@@ -1221,29 +1245,8 @@ mod tests {
         // as heard at its answer.
         let d = NodeHandle::new(Id::new(0xd_u128 << 124 | 0x42), 23);
         node.core.probe(now, &d, super::P_TABLE, &[], true);
-        let nonce = core::iter::from_fn(|| node.poll_transmit())
-            .find_map(|t| {
-                match wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
-                    .unwrap()
-                    .message
-                {
-                    wire::Message::Probe { nonce, .. } if t.destination == 23 => Some(nonce),
-                    _ => None,
-                }
-            })
-            .expect("a probe of d");
-        let reply = wire::Datagram::<u32>::new(
-            d.id,
-            wire::Message::ProbeReply {
-                nonce,
-                token: 0,
-                leaf: None,
-                active: true,
-                probe: 0,
-            },
-        );
         let t1 = now + Duration::from_secs(4);
-        node.handle_datagram(t1, 23, &reply.to_bytes()).unwrap();
+        answer_our_probe(&mut node, &d, t1);
         let heard =
             |node: &crate::node::Node<u32>, id: Id| node.core.table.find(id).map(|p| p.heard);
         assert_eq!(heard(&node, d.id), Some(crate::peer::heard_units(t1)));
@@ -1292,29 +1295,8 @@ mod tests {
         // Its reply to our probe does.
         while node.poll_transmit().is_some() {}
         node.core.probe(now, &b, super::P_LIVE, &[], true);
-        let nonce = core::iter::from_fn(|| node.poll_transmit())
-            .find_map(|t| {
-                match wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
-                    .unwrap()
-                    .message
-                {
-                    wire::Message::Probe { nonce, .. } if t.destination == 21 => Some(nonce),
-                    _ => None,
-                }
-            })
-            .expect("a probe of b");
-        let reply = wire::Datagram::<u32>::new(
-            b.id,
-            wire::Message::ProbeReply {
-                nonce,
-                token: 0,
-                leaf: None,
-                active: true,
-                probe: 0,
-            },
-        );
         let later = now + Duration::from_secs(8);
-        node.handle_datagram(later, 21, &reply.to_bytes()).unwrap();
+        answer_our_probe(&mut node, &b, later);
         assert_eq!(heard(&node), Some(crate::peer::heard_units(later)));
     }
 
