@@ -1096,16 +1096,12 @@ mod tests {
     /// A node alone with a verified leaf-set member (the asker of rows) and three row-0
     /// entries: one that answered 10 s ago, one 2,000 s ago, one never.
     fn with_aging_entries() -> (crate::node::Node<u32>, NodeHandle<u32>, Instant) {
-        use crate::node::Node;
-        use crate::{Config, Rtt};
-        let me: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
-        let mut node: Node<u32> =
-            Node::new(Config::default(), Id::new(me), 1, 7, Instant::ZERO).unwrap();
-        node.bootstrap(Instant::ZERO).unwrap();
-        while node.poll_transmit().is_some() {}
+        use crate::Rtt;
+        use crate::node::testing::{ME, alone};
+        let mut node = alone();
         let now = Instant::from_secs(3000);
         let core = &mut node.core;
-        let asker = NodeHandle::new(Id::new(me + 1), 2);
+        let asker = NodeHandle::new(Id::new(ME + 1), 2);
         let _ = core
             .leaf
             .insert(Peer::verified(asker.clone(), Rtt::default()), now);
@@ -1129,32 +1125,28 @@ mod tests {
         now: Instant,
     ) -> alloc::vec::Vec<u32> {
         node.core.on_row_request(now, asker.clone(), 0);
-        let mut given = alloc::vec::Vec::new();
-        while let Some(t) = node.poll_transmit() {
-            if let wire::Message::Rows { rows, .. } =
-                wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
-                    .unwrap()
-                    .message
-            {
-                given.extend(rows.into_iter().flat_map(|(_, e)| e).map(|h| h.addr));
-            }
-        }
+        let mut given: alloc::vec::Vec<u32> = crate::node::testing::sent(node)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                wire::Message::Rows { rows, .. } => Some(rows),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|(_, e)| e)
+            .map(|h| h.addr)
+            .collect();
         given.sort_unstable();
         given
     }
 
     /// `peer` answers, at `at`, the probe of it that `node` has just sent.
     fn answer_our_probe(node: &mut crate::node::Node<u32>, peer: &NodeHandle<u32>, at: Instant) {
-        let nonce = core::iter::from_fn(|| node.poll_transmit())
-            .find_map(
-                |t| match wire::Datagram::<u32>::decode(&t.contents, usize::MAX) {
-                    Ok(d) if t.destination == peer.addr => match d.message {
-                        wire::Message::Probe { nonce, .. } => Some(nonce),
-                        _ => None,
-                    },
-                    _ => None,
-                },
-            )
+        let nonce = crate::node::testing::sent(node)
+            .into_iter()
+            .find_map(|(to, m)| match m {
+                wire::Message::Probe { nonce, .. } if to == peer.addr => Some(nonce),
+                _ => None,
+            })
             .expect("a probe of the peer");
         let reply = wire::Message::ProbeReply {
             nonce,
@@ -1255,15 +1247,11 @@ mod tests {
         let t2 = now + Duration::from_secs(100);
         node.send_direct(t2, NodeHandle::new(a, 20), 0, alloc::vec![1, 2, 3])
             .unwrap();
-        let seq = core::iter::from_fn(|| node.poll_transmit())
-            .find_map(|t| {
-                match wire::Datagram::<u32>::decode(&t.contents, usize::MAX)
-                    .unwrap()
-                    .message
-                {
-                    wire::Message::Direct { seq, .. } if t.destination == 20 => Some(seq),
-                    _ => None,
-                }
+        let seq = crate::node::testing::sent(&mut node)
+            .into_iter()
+            .find_map(|(to, m)| match m {
+                wire::Message::Direct { seq, .. } if to == 20 => Some(seq),
+                _ => None,
             })
             .expect("the message goes to a");
         let ack = wire::Datagram::<u32>::new(a, wire::Message::Ack { seq });

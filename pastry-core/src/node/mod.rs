@@ -5,6 +5,8 @@ mod lookup;
 mod membership;
 mod probes;
 mod routing;
+#[cfg(test)]
+mod testing;
 
 use alloc::boxed::Box;
 use alloc::collections::{BinaryHeap, VecDeque};

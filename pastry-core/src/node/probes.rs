@@ -1015,17 +1015,10 @@ mod tests {
     use alloc::vec::Vec;
     use core::time::Duration;
 
-    const ME: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
+    use crate::node::testing::{ME, alone, sent};
+
     /// Shares no digit with `ME`: it belongs in row 0 of its table.
     const OTHER: u128 = 0xa234_5678_9abc_def0_1122_3344_5566_7788;
-
-    fn alone() -> Node<u32> {
-        let mut node: Node<u32> =
-            Node::new(Config::default(), Id::new(ME), 1, 7, Instant::ZERO).unwrap();
-        node.bootstrap(Instant::ZERO).unwrap();
-        while node.poll_transmit().is_some() {}
-        node
-    }
 
     /// A node with one ring neighbour (alone, it would skip its heartbeats and try to join
     /// again through any node it knows).
@@ -1039,43 +1032,31 @@ mod tests {
         node
     }
 
-    fn sent(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
-        core::iter::from_fn(|| node.poll_transmit())
-            .map(|t| {
-                let d = Datagram::<u32>::decode(&t.contents, usize::MAX).unwrap();
-                (t.destination, d.message)
-            })
-            .collect()
+    /// A datagram from the other node.
+    fn from_other(message: Message<u32>) -> Vec<u8> {
+        Datagram::<u32>::new(Id::new(OTHER), message).to_bytes()
     }
 
     fn plain_probe(nonce: u32, active: bool) -> Vec<u8> {
-        Datagram::<u32>::new(
-            Id::new(OTHER),
-            Message::Probe {
-                nonce,
-                token: 0,
-                leaf: None,
-                failed: Vec::new(),
-                padding: 0,
-                active,
-            },
-        )
-        .to_bytes()
+        from_other(Message::Probe {
+            nonce,
+            token: 0,
+            leaf: None,
+            failed: Vec::new(),
+            padding: 0,
+            active,
+        })
     }
 
     /// A reply from the other node, carrying a probe of ours unless `probe` is 0.
     fn reply(nonce: u32, probe: u32) -> Vec<u8> {
-        Datagram::<u32>::new(
-            Id::new(OTHER),
-            Message::ProbeReply {
-                nonce,
-                token: 0,
-                leaf: None,
-                active: true,
-                probe,
-            },
-        )
-        .to_bytes()
+        from_other(Message::ProbeReply {
+            nonce,
+            token: 0,
+            leaf: None,
+            active: true,
+            probe,
+        })
     }
 
     fn answer(nonce: u32) -> Vec<u8> {
