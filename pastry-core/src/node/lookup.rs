@@ -32,8 +32,7 @@ impl<A: Address> Core<A> {
         if self.lookups.len() >= self.cfg.max_lookups {
             return Err(RouteError::Overloaded);
         }
-        let seq = self.next_lookup;
-        self.next_lookup = self.next_lookup.wrapping_add(1);
+        let seq = self.next_lookup_id();
         let deadline = now + self.cfg.lookup_timeout;
         self.lookups.insert(
             seq,

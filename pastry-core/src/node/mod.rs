@@ -431,6 +431,18 @@ const DEAD_MEMORY: usize = 64;
 /// Leaf-set probers remembered after being turned away (see `Core::declined`).
 pub(crate) const DECLINED: usize = 8;
 
+/// What a number from [`Core::disguise`] is for: each kind has its own permutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Disguise {
+    /// A message id (`msg_seq`).
+    Message = 1,
+    /// A hop number (`seq`), echoed by the hop's ack.
+    Hop = 2,
+    /// A lookup id.
+    Lookup = 3,
+}
+
 fn fingerprint(origin: Id, seq: u32) -> u64 {
     // SplitMix64 finaliser over the id's halves and the sequence number.
     let x = origin.as_u128();
@@ -670,14 +682,16 @@ impl<A: Address> Node<A> {
             cfg: config,
         };
         let mut core = core;
-        // Message ids start at a random number: a forger cannot know which ids a node will
-        // use and get its messages dropped as duplicates ahead of time.
-        core.next_msg_seq = (core.random() as u32).max(1);
+        // Message ids, lookup ids and hop numbers are counters from a random start, sent out
+        // through a keyed permutation (`Core::disguise`): distinct until a counter wraps, and
+        // unpredictable to anyone who has seen some of them. A forger who could guess the next
+        // message id could get that message dropped as a duplicate ahead of time; the next hop
+        // number, forge the ack that cancels a hop's resend and ends a liveness check; the next
+        // lookup id, forge the lookup's answer.
+        core.next_msg_seq = core.random() as u32;
         core.next_lookup = core.random() as u32;
         core.secret = (core.random(), core.random());
-        // Hop numbers too: an ack must echo one, and an ack from a node under a liveness check
-        // ends its suspicion, so a forger off the path should not be able to guess them.
-        core.next_seq = (core.random() as u32).max(1);
+        core.next_seq = core.random() as u32;
         Ok(Node {
             core,
             apps: Vec::new(),
@@ -1026,12 +1040,38 @@ impl<A: Address> Core<A> {
     }
 
     pub(crate) fn next_message_id(&mut self) -> MessageId {
-        let seq = self.next_msg_seq;
-        self.next_msg_seq = self.next_msg_seq.wrapping_add(1);
+        let count = self.next_msg_seq;
+        self.next_msg_seq = count.wrapping_add(1);
         MessageId {
             origin: self.me.id,
-            seq,
+            seq: self.disguise(Disguise::Message, count),
         }
+    }
+
+    /// A lookup id for a new lookup of ours.
+    pub(crate) fn next_lookup_id(&mut self) -> u32 {
+        let count = self.next_lookup;
+        self.next_lookup = count.wrapping_add(1);
+        self.disguise(Disguise::Lookup, count)
+    }
+
+    /// The keyed permutation of 32-bit numbers that turns a counter into the number sent: four
+    /// Feistel rounds on 16-bit halves, with SipHash-1-3 under the node's secret as the round
+    /// function (four rounds of a pseudorandom function make a pseudorandom permutation).
+    /// Being a permutation, it never gives the same number twice before the counter wraps.
+    /// Its SipHash inputs are 4 bytes long, the address tokens' at least 17: the two uses of
+    /// the key never hash the same message.
+    pub(crate) fn disguise(&self, domain: Disguise, count: u32) -> u32 {
+        use core::hash::Hasher;
+        let (mut left, mut right) = ((count >> 16) as u16, count as u16);
+        for round in 0..4u8 {
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+            h.write(&[domain as u8, round]);
+            h.write(&right.to_le_bytes());
+            let f = h.finish() as u16;
+            (left, right) = (right, left ^ f);
+        }
+        (u32::from(left) << 16) | u32::from(right)
     }
 
     /// Gives back memory of a map that emptied out after a burst (a join probes dozens of
@@ -1044,10 +1084,16 @@ impl<A: Address> Core<A> {
         }
     }
 
+    /// A hop number for a message sent with an acknowledgement: never 0, which asks for none.
     pub(crate) fn next_hop_seq(&mut self) -> u32 {
-        let s = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        s
+        loop {
+            let count = self.next_seq;
+            self.next_seq = count.wrapping_add(1);
+            let seq = self.disguise(Disguise::Hop, count);
+            if seq != 0 {
+                return seq;
+            }
+        }
     }
 
     pub(crate) fn random(&mut self) -> u64 {

@@ -947,11 +947,10 @@ impl<A: Address> Core<A> {
     }
 
     /// Notes that `node` answered us (a probe's reply, an acknowledgement): see
-    /// [`Core::stale_after`]. Only answers count: a probe reply must echo a random nonce; an
-    /// ack echoes a hop sequence number, which counts up from a random start, so a node that
-    /// got one of our hops could forge an ack from another next hop of ours (and so cancel
-    /// that hop's resend, a worse effect that predates this use). An entry that is also a
-    /// leaf-set member is aged the same way: heartbeats, which a forger can send, do not count.
+    /// [`Core::stale_after`]. Only answers count: a probe reply must echo a random nonce, an
+    /// ack an unpredictable hop number (see [`Core::disguise`]) from the address the hop went
+    /// to. An entry that is also a leaf-set member is aged the same way: heartbeats, which a
+    /// forger can send, do not count.
     pub(crate) fn proved_alive(&mut self, now: Instant, node: &NodeHandle<A>) {
         let at = crate::peer::heard_units(now);
         self.table.update(node.id, |p| {

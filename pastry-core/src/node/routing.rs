@@ -674,3 +674,96 @@ impl<A: Address> Core<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::node::Disguise;
+    use crate::node::testing::{alone, sent};
+    use crate::peer::Peer;
+    use crate::wire::{Datagram, Message};
+    use crate::{Id, Instant, NodeHandle, Rtt};
+
+    /// A lone node with two verified table entries, a at address 20 and b at 21.
+    fn with_two_entries() -> (crate::node::Node<u32>, NodeHandle<u32>, NodeHandle<u32>) {
+        let mut node = alone();
+        let a = NodeHandle::new(Id::new(0xa_u128 << 124 | 0x42), 20);
+        let b = NodeHandle::new(Id::new(0xb_u128 << 124 | 0x42), 21);
+        for h in [&a, &b] {
+            let _: crate::table::TableInsert<u32> = node
+                .core
+                .table
+                .insert(Peer::verified(h.clone(), Rtt::default()));
+        }
+        (node, a, b)
+    }
+
+    fn hop_seq(node: &mut crate::node::Node<u32>, to: u32) -> u32 {
+        sent(node)
+            .into_iter()
+            .find_map(|(dest, m)| match m {
+                Message::Direct { seq, .. } if dest == to => Some(seq),
+                _ => None,
+            })
+            .expect("the message was sent")
+    }
+
+    #[test]
+    fn a_hop_number_seen_does_not_give_away_the_others() {
+        let (mut node, a, b) = with_two_entries();
+        let now = Instant::from_secs(10);
+        node.send_direct(now, a.clone(), 0, alloc::vec![1]).unwrap();
+        let seq_a = hop_seq(&mut node, a.addr);
+        node.send_direct(now, b.clone(), 0, alloc::vec![2]).unwrap();
+        let seq_b = hop_seq(&mut node, b.addr);
+        // b knows its own hop number and forges acks from a's address for the numbers near
+        // it (with a counter sent as it is, a's would be among them).
+        let later = now + core::time::Duration::from_millis(5);
+        for d in 1..=1000u32 {
+            for guess in [seq_b.wrapping_sub(d), seq_b.wrapping_add(d)] {
+                let ack = Datagram::<u32>::new(a.id, Message::Ack { seq: guess });
+                node.handle_datagram(later, a.addr, &ack.to_bytes())
+                    .unwrap();
+            }
+        }
+        assert!(
+            node.core.in_flight.contains_key(&seq_a),
+            "a forged ack ended a's hop"
+        );
+        // The real number ends it.
+        let ack = Datagram::<u32>::new(a.id, Message::Ack { seq: seq_a });
+        node.handle_datagram(later, a.addr, &ack.to_bytes())
+            .unwrap();
+        assert!(!node.core.in_flight.contains_key(&seq_a));
+        assert!(node.core.in_flight.contains_key(&seq_b));
+    }
+
+    #[test]
+    fn disguised_numbers_are_distinct_and_unlike_the_counter() {
+        let node = alone();
+        let core = &node.core;
+        let mut seen = alloc::collections::BTreeSet::new();
+        let start = 0xffff_0000u32; // across the wrap
+        let mut steps = alloc::collections::BTreeSet::new();
+        let mut prev = core.disguise(Disguise::Hop, start.wrapping_sub(1));
+        for i in 0..(1u32 << 17) {
+            let n = core.disguise(Disguise::Hop, start.wrapping_add(i));
+            assert!(seen.insert(n), "{n} given twice");
+            steps.insert(n.wrapping_sub(prev));
+            prev = n;
+        }
+        // Consecutive counts map to numbers with no fixed step between them.
+        assert!(steps.len() > (1 << 16), "{} distinct steps", steps.len());
+        // Each kind of number has its own permutation.
+        let differ = (0..64u32)
+            .filter(|&c| core.disguise(Disguise::Hop, c) != core.disguise(Disguise::Message, c))
+            .count();
+        assert!(differ > 60);
+        // And each node its own: another secret, other numbers.
+        let mut other = alone();
+        other.core.secret = (core.secret.0 ^ 1, core.secret.1);
+        let differ = (0..64u32)
+            .filter(|&c| core.disguise(Disguise::Hop, c) != other.core.disguise(Disguise::Hop, c))
+            .count();
+        assert!(differ > 60);
+    }
+}
