@@ -2,7 +2,12 @@
 
 use alloc::vec::Vec;
 
+use smallvec::SmallVec;
+
 use crate::{Id, Peer};
+
+/// Rows kept inside the table itself: a ring of a million nodes fills about five.
+const INLINE_ROWS: usize = 6;
 
 #[derive(Clone, Debug)]
 struct Row<A> {
@@ -58,7 +63,8 @@ pub(crate) enum TableInsert<A> {
 pub struct RoutingTable<A> {
     own: Id,
     b: u8,
-    rows: Vec<Row<A>>,
+    /// Inline up to [`INLINE_ROWS`]: a lookup of a cell then costs one memory access fewer.
+    rows: SmallVec<[Row<A>; INLINE_ROWS]>,
     /// More nodes of sparse cells, beside each cell's entry.
     spares: Vec<Peer<A>>,
 }
@@ -69,7 +75,7 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
         RoutingTable {
             own,
             b,
-            rows: Vec::new(),
+            rows: SmallVec::new(),
             spares: Vec::new(),
         }
     }
@@ -322,7 +328,12 @@ impl<A: Clone + PartialEq> RoutingTable<A> {
 
     /// Bytes of memory the table holds (row headers and cells, by capacity).
     pub fn heap_bytes(&self) -> usize {
-        self.rows.capacity() * core::mem::size_of::<Row<A>>()
+        let spilled = if self.rows.spilled() {
+            self.rows.capacity()
+        } else {
+            0
+        };
+        spilled * core::mem::size_of::<Row<A>>()
             + self
                 .rows
                 .iter()
