@@ -3,8 +3,10 @@
 //! in, its acknowledgement and the next hop's copy out, the next hop's acknowledgement in).
 //!
 //! The ring is built by the simulator (the core has no network of its own); the node under
-//! test is then driven directly, on a clock that advances a microsecond per hop, so that its
-//! timers (retransmissions of hops acknowledged long before) fire as they would.
+//! test is then driven directly, on a clock that advances a microsecond per hop. Its timer
+//! queue is kept as it would be (the resend timers of acknowledged hops are dropped in
+//! batches), but no timer comes due within a run: heartbeats are 30 s apart. The first
+//! 8,192 hops, which fill the node's memory of recent message ids, are not measured.
 //!
 //! `cargo bench -p pastry-sim --bench hot_path`
 
@@ -83,7 +85,9 @@ fn ring() -> Setup {
             .wrapping_mul(0x2360_ed05_1fc6_5da4_4385_df64_9fcc_f645)
             .wrapping_add(1);
         let key = Id::new(x);
-        let Some(hop) = node.next_hop(key) else {
+        // Keys whose next hop is the sender would send the ack and the forwarded copy to one
+        // address: left out.
+        let Some(hop) = node.next_hop(key).filter(|h| h.addr != from.addr) else {
             continue;
         };
         let request = request(&from, key, MARK, MARK2);
@@ -161,40 +165,45 @@ fn next_hop(bencher: Bencher) {
 /// One forwarded hop: the request in, its ack and the forwarded copy out, the next hop's
 /// ack in, with the node's timers run when due. The datagrams in are templates with their
 /// numbers patched, so that the time measured is the node's.
-#[divan::bench(sample_count = 200_000)]
-fn forward_hop(bencher: Bencher) {
-    let mut s = ring();
+fn hop(s: &mut Setup) {
     let Offsets {
         seq,
         msg_seq,
         ack_seq,
     } = s.offsets;
-    bencher.bench_local(|| {
-        s.count = s.count.wrapping_add(1);
-        s.now += Duration::from_micros(1);
-        let (now, count, i) = (s.now, s.count, s.count as usize % KEYS);
-        let node = s.net.node_mut(s.at).unwrap();
-        if node.poll_timeout().is_some_and(|t| t <= now) {
-            node.handle_timeout(now);
+    s.count = s.count.wrapping_add(1);
+    s.now += Duration::from_micros(1);
+    let (now, count, i) = (s.now, s.count, s.count as usize % KEYS);
+    let node = s.net.node_mut(s.at).unwrap();
+    if node.poll_timeout().is_some_and(|t| t <= now) {
+        node.handle_timeout(now);
+    }
+    let request = &mut s.requests[i];
+    patch(request, seq, count | 1);
+    patch(request, msg_seq, count);
+    node.handle_datagram(now, s.from, request).unwrap();
+    let (next, ack) = &mut s.next[i];
+    let mut forwarded = None;
+    while let Some(t) = node.poll_transmit() {
+        if t.destination == *next {
+            forwarded = Some(u32::from_be_bytes(
+                t.contents[seq..seq + 4].try_into().unwrap(),
+            ));
         }
-        let request = &mut s.requests[i];
-        patch(request, seq, count | 1);
-        patch(request, msg_seq, count);
-        node.handle_datagram(now, s.from, request).unwrap();
-        let (hop, ack) = &mut s.next[i];
-        let mut forwarded = None;
-        while let Some(t) = node.poll_transmit() {
-            if t.destination == *hop {
-                forwarded = Some(u32::from_be_bytes(
-                    t.contents[seq..seq + 4].try_into().unwrap(),
-                ));
-            }
-        }
-        patch(
-            ack,
-            ack_seq,
-            forwarded.expect("the request went on to its next hop"),
-        );
-        node.handle_datagram(now, *hop, ack).unwrap();
-    });
+    }
+    patch(
+        ack,
+        ack_seq,
+        forwarded.expect("the request went on to its next hop"),
+    );
+    node.handle_datagram(now, *next, ack).unwrap();
+}
+
+#[divan::bench(sample_count = 20_000, sample_size = 16)]
+fn forward_hop(bencher: Bencher) {
+    let mut s = ring();
+    for _ in 0..8192 {
+        hop(&mut s);
+    }
+    bencher.bench_local(|| hop(&mut s));
 }
