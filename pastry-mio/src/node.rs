@@ -103,7 +103,8 @@ pub struct MioNode {
 
 impl MioNode {
     /// Binds a UDP socket to `addr` and creates a node with id `id` on it; `seed` drives the
-    /// core's random choices.
+    /// core's random choices. The key of what other nodes must not guess (address tokens, hop
+    /// numbers, nonces) comes from the operating system's randomness, whatever the seed.
     ///
     /// The node tells others the socket's local address, so bind to an address they can
     /// reach (not a wildcard such as `0.0.0.0`; for that, use [`MioNode::from_socket`] with
@@ -144,7 +145,11 @@ impl MioNode {
         seed: u64,
     ) -> Result<Self, BindError> {
         let clock = Clock::new();
-        let node = Node::new(config, id, advertised, seed, clock.now())?;
+        let mut node = Node::new(config, id, advertised, seed, clock.now())?;
+        // What other nodes must not guess is keyed by fresh randomness, never by the seed.
+        let mut key = [0; 16];
+        getrandom::fill(&mut key).map_err(io::Error::from)?;
+        node.set_secret(key);
         // One byte more than the core accepts: a longer datagram reaches the core as
         // oversized (counted as malformed) instead of silently truncated.
         let buf = vec![0; node.config().max_datagram_size + 1];

@@ -1,8 +1,6 @@
 //! The builder and the handle.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,8 +93,9 @@ impl NodeBuilder {
         }
     }
 
-    /// The node's id. Without it, the id is drawn from the seed. Ids must be uniform on the
-    /// ring (for example a hash of a public key) for the overlay to balance.
+    /// The node's id. Without it, the id follows from the seed when one is given, and is
+    /// drawn from the operating system's randomness otherwise. Ids must be uniform on the ring
+    /// (for example a hash of a public key) for the overlay to balance.
     ///
     /// ```
     /// use pastry_smol::{Config, Id, NodeBuilder};
@@ -109,8 +108,10 @@ impl NodeBuilder {
         self
     }
 
-    /// The seed of every random choice of the core (and of the id, when none is given).
-    /// Without it, a seed is drawn from the process's hash randomness and the clock.
+    /// The seed of every random choice of the core (and of the id, when none is given), for
+    /// reproducible runs. Without it, a seed is drawn from the operating system's randomness.
+    /// Whatever the seed, the key of what other nodes must not guess (address tokens, hop
+    /// numbers, nonces) comes from the operating system ([`pastry_core::Node::set_secret`]).
     ///
     /// ```
     /// use pastry_smol::{Config, NodeBuilder};
@@ -265,8 +266,13 @@ impl NodeBuilder {
     /// ```
     pub fn with_socket(self, socket: UdpSocket) -> Result<(PastryNode, Driver), BindError> {
         let local = socket.local_addr()?;
-        let seed = self.seed.unwrap_or_else(random_seed);
-        let id = self.id.unwrap_or_else(|| id_from_seed(seed));
+        // A seed given and no id: the id follows from the seed, for reproducible tests. With
+        // no seed, both are drawn apart, so that the id (public) tells nothing of the seed.
+        let (seed, id) = match (self.seed, self.id) {
+            (Some(seed), id) => (seed, id.unwrap_or_else(|| id_from_seed(seed))),
+            (None, Some(id)) => (u64::from_le_bytes(random()?), id),
+            (None, None) => (u64::from_le_bytes(random()?), Id::from_bytes(random()?)),
+        };
         let join_timeout = self.join_timeout.unwrap_or_else(|| {
             self.config.join_timeout * (u32::from(self.config.join_attempts) + 1)
         });
@@ -276,6 +282,8 @@ impl NodeBuilder {
         });
         let clock = Clock::new();
         let mut node = Node::new(self.config, id, local, seed, clock.now())?;
+        // What other nodes must not guess is keyed by fresh randomness, never by the seed.
+        node.set_secret(random()?);
         for (app_id, app) in self.apps {
             node.register(app_id, app)
                 .map_err(|_| BindError::DuplicateApp(app_id))?;
@@ -307,16 +315,11 @@ impl NodeBuilder {
     }
 }
 
-/// A seed from the process's hash randomness and the clock.
-fn random_seed() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+/// Bytes from the operating system's random source.
+fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn splitmix(state: &mut u64) -> u64 {

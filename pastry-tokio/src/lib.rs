@@ -172,7 +172,9 @@ impl Builder {
         self
     }
 
-    /// Seeds the node's random choices (for reproducible runs).
+    /// Seeds the node's random choices (for reproducible runs). Whatever the seed, the key
+    /// of what other nodes must not guess (address tokens, hop numbers, nonces) comes from
+    /// the operating system's randomness ([`Node::set_secret`]).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -203,10 +205,18 @@ impl Builder {
     /// Starts the node on a socket the caller bound (any [`Socket`]).
     pub fn bind_socket<S: Socket>(self, socket: S) -> Result<PastryNode, Error> {
         let local = socket.local_addr()?;
-        let id = self.id.unwrap_or_else(random_id);
-        let seed = self.seed.unwrap_or_else(random_seed);
+        let id = match self.id {
+            Some(id) => id,
+            None => Id::from_bytes(random()?),
+        };
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None => u64::from_le_bytes(random()?),
+        };
         let clock = Clock::with_epoch(TokioInstant::now().into_std());
         let mut node = Node::new(self.config.clone(), id, local, seed, now(&clock))?;
+        // What other nodes must not guess is keyed by fresh randomness, never by the seed.
+        node.set_secret(random()?);
         for (app_id, app) in self.apps {
             node.register(app_id, app)?;
         }
@@ -244,19 +254,11 @@ impl Builder {
     }
 }
 
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
-fn random_id() -> Id {
-    Id::new(u128::from(random_seed()) << 64 | u128::from(random_seed()))
+/// Bytes from the operating system's random source.
+fn random<const N: usize>() -> io::Result<[u8; N]> {
+    let mut bytes = [0; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn now(clock: &Clock) -> pastry_core::Instant {

@@ -66,7 +66,7 @@ impl<A: Address> Core<A> {
         if self.relays.len() >= MAX_RELAYS {
             self.relays.remove(0);
         }
-        let tag = self.random() as u32;
+        let tag = self.unguessable();
         self.relays.push(Relay {
             joiner: sender.clone(),
             tag,

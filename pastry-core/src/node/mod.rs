@@ -441,6 +441,9 @@ pub(crate) enum Disguise {
     Hop = 2,
     /// A lookup id.
     Lookup = 3,
+    /// A probe nonce or a join relay's tag: a random draw, disguised so that knowing the
+    /// seed's generator is not enough to guess it.
+    Nonce = 4,
 }
 
 fn fingerprint(origin: Id, seq: u32) -> u64 {
@@ -623,7 +626,9 @@ pub(crate) struct Core<A: Address> {
 
 impl<A: Address> Node<A> {
     /// A node with the given configuration, id and own address. `seed` drives every random
-    /// choice the node makes: the same seed and the same inputs give the same outputs.
+    /// choice the node makes: the same seed and the same inputs give the same outputs. The
+    /// numbers other nodes must not guess are keyed by a secret that also comes from `seed`
+    /// unless [`set_secret`](Self::set_secret) replaces it, as it should outside simulation.
     pub fn new(
         config: Config,
         id: Id,
@@ -696,6 +701,28 @@ impl<A: Address> Node<A> {
             core,
             apps: Vec::new(),
         })
+    }
+
+    /// Replaces the node's secret key, which by default comes from `seed`, with one from a
+    /// source nobody else can read: outside a simulation, 16 bytes of the operating system's
+    /// randomness. Call it before [`bootstrap`](Self::bootstrap) or [`join`](Self::join).
+    ///
+    /// The key makes unguessable what other nodes must not be able to guess, whatever they
+    /// know of `seed` (which drives every other random choice, and which an application may
+    /// well pick as it likes): address tokens, hop numbers, message and lookup ids, probe
+    /// nonces. The runtime adapters call this with fresh randomness; the simulator does not,
+    /// so that a seed gives the same run bit for bit.
+    ///
+    /// ```
+    /// use pastry_core::{Config, Id, Instant, Node};
+    /// let mut node = Node::new(Config::default(), Id::new(1), 1u32, 7, Instant::ZERO).unwrap();
+    /// node.set_secret([0x5a; 16]); // in practice: getrandom::fill(&mut key)
+    /// node.bootstrap(Instant::ZERO).unwrap();
+    /// ```
+    pub fn set_secret(&mut self, key: [u8; 16]) {
+        let (a, b) = key.split_at(8);
+        let half = |h: &[u8]| u64::from_le_bytes(h.try_into().expect("8 bytes"));
+        self.core.secret = (half(a), half(b));
     }
 
     /// Registers an application under `app_id`: routed and direct messages with that id are
@@ -1063,7 +1090,7 @@ impl<A: Address> Core<A> {
     /// halves this short a watcher of many numbers could tell them from a truly random
     /// permutation, which is not what we need. Its SipHash inputs are 4 bytes long, the address
     /// tokens' at least 17: the two uses of the key never hash the same message. It costs
-    /// about 45 ns a hop (`hot_path` benchmark).
+    /// 45 to 75 ns a hop (`hot_path` benchmark, within its noise).
     pub(crate) fn disguise(&self, domain: Disguise, count: u32) -> u32 {
         use core::hash::Hasher;
         let (mut left, mut right) = ((count >> 16) as u16, count as u16);
@@ -1101,6 +1128,13 @@ impl<A: Address> Core<A> {
 
     pub(crate) fn random(&mut self) -> u64 {
         self.rng.next_u64()
+    }
+
+    /// A random 32-bit number nobody without our secret can predict (see [`Disguise::Nonce`]),
+    /// never 0.
+    pub(crate) fn unguessable(&mut self) -> u32 {
+        let draw = self.random() as u32;
+        self.disguise(Disguise::Nonce, draw).max(1)
     }
 
     /// A duration in `[base * (1 - spread), base]`, so that periodic work spreads out.

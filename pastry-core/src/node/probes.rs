@@ -399,9 +399,9 @@ impl<A: Address> Core<A> {
         })
     }
 
-    /// A probe nonce: random, never 0 (which the wire uses for "no probe").
+    /// A probe nonce: unguessable, never 0 (which the wire uses for "no probe").
     fn fresh_nonce(&mut self) -> u32 {
-        (self.random() as u32).max(1)
+        self.unguessable()
     }
 
     /// Answers a probe that a probe reply or rows from `to` carried (see

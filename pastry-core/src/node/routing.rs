@@ -738,6 +738,38 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_not_the_seed_decides_the_numbers_sent() {
+        // Two nodes with the same seed send the same hop numbers and nonces, unless one was
+        // given a secret of its own: knowing the seed is then no help in guessing them.
+        let first_numbers = |secret: Option<[u8; 16]>| {
+            let (mut node, a, _) = with_two_entries();
+            if let Some(key) = secret {
+                node.set_secret(key);
+            }
+            let now = Instant::from_secs(10);
+            node.send_direct(now, a.clone(), 0, alloc::vec![1]).unwrap();
+            let seq = hop_seq(&mut node, a.addr);
+            let stranger = NodeHandle::new(Id::new(0xc_u128 << 124 | 0x42), 30);
+            node.core
+                .probe(now, &stranger, crate::node::probes::P_TABLE, &[], true);
+            let nonce = sent(&mut node)
+                .into_iter()
+                .find_map(|(to, m)| match m {
+                    Message::Probe { nonce, .. } if to == 30 => Some(nonce),
+                    _ => None,
+                })
+                .expect("the stranger is probed");
+            (seq, nonce)
+        };
+        assert_eq!(first_numbers(None), first_numbers(None));
+        let keyed = first_numbers(Some([7; 16]));
+        assert_eq!(keyed, first_numbers(Some([7; 16])));
+        let (seq, nonce) = first_numbers(None);
+        assert_ne!(keyed.0, seq);
+        assert_ne!(keyed.1, nonce);
+    }
+
+    #[test]
     fn disguised_numbers_are_distinct_and_unlike_the_counter() {
         let node = alone();
         let core = &node.core;
