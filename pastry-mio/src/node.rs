@@ -32,8 +32,9 @@ const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BindError {
-    /// The socket could not be bound or its address read.
-    #[error("socket: {0}")]
+    /// The socket could not be bound or its address read, or the operating system had no
+    /// randomness for the node's secret.
+    #[error("i/o: {0}")]
     Io(#[from] io::Error),
     /// The core rejected the configuration.
     #[error("configuration: {0}")]

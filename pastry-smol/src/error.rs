@@ -31,8 +31,9 @@ pub struct Stopped;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BindError {
-    /// The socket could not be bound or registered with the reactor.
-    #[error("socket: {0}")]
+    /// The socket could not be bound or registered with the reactor, or the operating system
+    /// had no randomness for the node's id, seed or secret.
+    #[error("i/o: {0}")]
     Io(#[from] io::Error),
     /// The configuration is invalid.
     #[error("configuration: {0}")]

@@ -51,8 +51,9 @@ pub use pastry_core::MessageId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The socket could not be bound or read its address.
-    #[error("socket: {0}")]
+    /// The socket could not be bound or read its address, or the operating system had no
+    /// randomness for the node's id, seed or secret.
+    #[error("i/o: {0}")]
     Io(#[from] io::Error),
     /// The configuration was rejected.
     #[error("configuration: {0}")]

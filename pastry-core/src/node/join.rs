@@ -16,7 +16,7 @@ pub(crate) const MAX_RELAYS: usize = 16;
 /// A join the bootstrap node is relaying: what the path sends for `joiner` goes on to it.
 pub(crate) struct Relay<A> {
     joiner: NodeHandle<A>,
-    tag: u32,
+    pub(super) tag: u32,
     until: Instant,
 }
 

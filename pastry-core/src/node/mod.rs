@@ -568,7 +568,8 @@ pub(crate) struct Core<A: Address> {
     budgets: VecDeque<probes::Budget<A>>,
     /// Address-validation tokens other nodes gave us, to echo in our next probes to them.
     tokens: VecDeque<(A, u32)>,
-    /// Key of the tokens this node gives out.
+    /// Key of the tokens this node gives out and of the permutation its numbers go through
+    /// ([`Core::disguise`]).
     secret: (u64, u64),
     /// Joins this node is the bootstrap node of.
     relays: Vec<join::Relay<A>>,
@@ -710,8 +711,10 @@ impl<A: Address> Node<A> {
     /// The key makes unguessable what other nodes must not be able to guess, whatever they
     /// know of `seed` (which drives every other random choice, and which an application may
     /// well pick as it likes): address tokens, hop numbers, message and lookup ids, probe
-    /// nonces. The runtime adapters call this with fresh randomness; the simulator does not,
-    /// so that a seed gives the same run bit for bit.
+    /// nonces, join relay tags. The runtime adapters call this with fresh randomness; the
+    /// simulator does not, so that a seed gives the same run bit for bit. With another key the
+    /// node sends other numbers but decides everything as before: the same seed and inputs
+    /// still give the same behaviour.
     ///
     /// ```
     /// use pastry_core::{Config, Id, Instant, Node};
@@ -720,9 +723,13 @@ impl<A: Address> Node<A> {
     /// node.bootstrap(Instant::ZERO).unwrap();
     /// ```
     pub fn set_secret(&mut self, key: [u8; 16]) {
-        let (a, b) = key.split_at(8);
-        let half = |h: &[u8]| u64::from_le_bytes(h.try_into().expect("8 bytes"));
-        self.core.secret = (half(a), half(b));
+        debug_assert!(
+            matches!(self.core.phase, Phase::Idle),
+            "set_secret after the node started: tokens given out and hop numbers in flight \
+             would no longer match"
+        );
+        let key = u128::from_le_bytes(key);
+        self.core.secret = (key as u64, (key >> 64) as u64);
     }
 
     /// Registers an application under `app_id`: routed and direct messages with that id are
@@ -1112,6 +1119,27 @@ impl<A: Address> Core<A> {
         } else if map.capacity() > 8 && map.len() < map.capacity() / 4 {
             map.shrink_to(map.len() * 2);
         }
+    }
+
+    /// The counter that [`disguise`](Self::disguise) turned into `n`: the Feistel rounds run
+    /// backwards.
+    pub(crate) fn reveal(&self, domain: Disguise, n: u32) -> u32 {
+        use core::hash::Hasher;
+        let (mut left, mut right) = ((n >> 16) as u16, n as u16);
+        for round in (0..4u8).rev() {
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+            let [l0, l1] = left.to_le_bytes();
+            h.write(&[domain as u8, round, l0, l1]);
+            let f = h.finish() as u16;
+            (left, right) = (right ^ f, left);
+        }
+        (u32::from(left) << 16) | u32::from(right)
+    }
+
+    /// How long ago, in hops sent, hop number `seq` was given out: orders hops by age, across
+    /// a wrap of the counter too.
+    pub(crate) fn hop_age(&self, seq: u32) -> u32 {
+        self.next_seq.wrapping_sub(self.reveal(Disguise::Hop, seq))
     }
 
     /// A hop number for a message sent with an acknowledgement: never 0, which asks for none.

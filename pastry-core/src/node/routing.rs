@@ -594,7 +594,7 @@ impl<A: Address> Core<A> {
         }
     }
 
-    /// Sends every message in flight to `id` elsewhere (the node is gone).
+    /// Sends every message in flight to `id` elsewhere (the node is gone), oldest first.
     pub(crate) fn reroute_flights_to(&mut self, now: Instant, id: Id, apps: &mut Apps<A>) {
         let mut seqs: Vec<u32> = self
             .in_flight
@@ -602,7 +602,7 @@ impl<A: Address> Core<A> {
             .filter(|(_, f)| f.to.id == id)
             .map(|(s, _)| *s)
             .collect();
-        seqs.sort_unstable();
+        seqs.sort_unstable_by_key(|s| core::cmp::Reverse(self.hop_age(*s)));
         for seq in seqs {
             self.flight_failed(now, seq, apps);
         }
@@ -613,10 +613,10 @@ impl<A: Address> Core<A> {
     }
 
     /// Reports every routed or direct message in flight as failed (the node leaves or starts
-    /// over) and forgets them, goodbyes included.
+    /// over), oldest first, and forgets them, goodbyes included.
     pub(crate) fn fail_all_flights(&mut self) {
         let mut flights: Vec<(u32, InFlight<A>)> = self.in_flight.drain().collect();
-        flights.sort_unstable_by_key(|(s, _)| *s);
+        flights.sort_unstable_by_key(|(s, _)| core::cmp::Reverse(self.hop_age(*s)));
         for (_, f) in flights {
             match f.kind {
                 FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::NodeLeft),
@@ -739,8 +739,9 @@ mod tests {
 
     #[test]
     fn the_secret_not_the_seed_decides_the_numbers_sent() {
-        // Two nodes with the same seed send the same hop numbers and nonces, unless one was
-        // given a secret of its own: knowing the seed is then no help in guessing them.
+        // Two nodes with the same seed send the same hop numbers, nonces and join relay tags,
+        // unless one was given a secret of its own: knowing the seed is then no help in
+        // guessing them.
         let first_numbers = |secret: Option<[u8; 16]>| {
             let (mut node, a, _) = with_two_entries();
             if let Some(key) = secret {
@@ -759,14 +760,40 @@ mod tests {
                     _ => None,
                 })
                 .expect("the stranger is probed");
-            (seq, nonce)
+            // A joining node asks us to route its join: we relay what its path sends for it,
+            // under a tag.
+            let joiner = Id::new(0xa_u128 << 124 | 0x43);
+            let request = Datagram::<u32>::new(joiner, Message::JoinRequest { padding: 64 });
+            node.handle_datagram(now, 31, &request.to_bytes()).unwrap();
+            let tag = node.core.relays.last().expect("a relay").tag;
+            (seq, nonce, tag)
         };
         assert_eq!(first_numbers(None), first_numbers(None));
         let keyed = first_numbers(Some([7; 16]));
         assert_eq!(keyed, first_numbers(Some([7; 16])));
-        let (seq, nonce) = first_numbers(None);
+        let (seq, nonce, tag) = first_numbers(None);
         assert_ne!(keyed.0, seq);
         assert_ne!(keyed.1, nonce);
+        assert_ne!(keyed.2, tag);
+    }
+
+    #[test]
+    fn messages_to_a_dead_node_fail_in_the_order_they_were_sent() {
+        // Hop numbers no longer follow the sending order; the failures still do.
+        let (mut node, a, _) = with_two_entries();
+        let now = Instant::from_secs(10);
+        let ids: alloc::vec::Vec<_> = (0..8u8)
+            .map(|i| node.send_direct(now, a.clone(), 0, alloc::vec![i]).unwrap())
+            .collect();
+        while node.poll_event().is_some() {}
+        node.core.reroute_flights_to(now, a.id, &mut node.apps);
+        let failed: alloc::vec::Vec<_> = core::iter::from_fn(|| node.poll_event())
+            .filter_map(|e| match e {
+                crate::Event::SendFailed { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, ids);
     }
 
     #[test]
@@ -778,8 +805,10 @@ mod tests {
         let mut steps = alloc::collections::BTreeSet::new();
         let mut prev = core.disguise(Disguise::Hop, start.wrapping_sub(1));
         for i in 0..(1u32 << 17) {
-            let n = core.disguise(Disguise::Hop, start.wrapping_add(i));
+            let count = start.wrapping_add(i);
+            let n = core.disguise(Disguise::Hop, count);
             assert!(seen.insert(n), "{n} given twice");
+            assert_eq!(core.reveal(Disguise::Hop, n), count);
             steps.insert(n.wrapping_sub(prev));
             prev = n;
         }
