@@ -678,14 +678,21 @@ impl<A: Address> Core<A> {
 #[cfg(test)]
 mod tests {
     use crate::node::Disguise;
-    use crate::node::testing::{alone, sent};
+    use crate::node::testing::{alone, alone_keyed, sent};
     use crate::peer::Peer;
     use crate::wire::{Datagram, Message};
     use crate::{Id, Instant, NodeHandle, Rtt};
 
     /// A lone node with two verified table entries, a at address 20 and b at 21.
     fn with_two_entries() -> (crate::node::Node<u32>, NodeHandle<u32>, NodeHandle<u32>) {
-        let mut node = alone();
+        keyed_with_two_entries(None)
+    }
+
+    /// The same, its secret set (before it started) when one is given.
+    fn keyed_with_two_entries(
+        secret: Option<[u8; 16]>,
+    ) -> (crate::node::Node<u32>, NodeHandle<u32>, NodeHandle<u32>) {
+        let mut node = alone_keyed(secret);
         let a = NodeHandle::new(Id::new(0xa_u128 << 124 | 0x42), 20);
         let b = NodeHandle::new(Id::new(0xb_u128 << 124 | 0x42), 21);
         for h in [&a, &b] {
@@ -743,10 +750,7 @@ mod tests {
         // unless one was given a secret of its own: knowing the seed is then no help in
         // guessing them.
         let first_numbers = |secret: Option<[u8; 16]>| {
-            let (mut node, a, _) = with_two_entries();
-            if let Some(key) = secret {
-                node.set_secret(key);
-            }
+            let (mut node, a, _) = keyed_with_two_entries(secret);
             let now = Instant::from_secs(10);
             node.send_direct(now, a.clone(), 0, alloc::vec![1]).unwrap();
             let seq = hop_seq(&mut node, a.addr);

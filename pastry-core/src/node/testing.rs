@@ -11,8 +11,16 @@ pub(crate) const ME: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
 
 /// A node that bootstrapped a ring of its own, with what that sent drained.
 pub(crate) fn alone() -> Node<u32> {
+    alone_keyed(None)
+}
+
+/// The same, with its secret set before it started when one is given.
+pub(crate) fn alone_keyed(secret: Option<[u8; 16]>) -> Node<u32> {
     let mut node: Node<u32> =
         Node::new(Config::default(), Id::new(ME), 1, 7, Instant::ZERO).unwrap();
+    if let Some(key) = secret {
+        node.set_secret(key);
+    }
     node.bootstrap(Instant::ZERO).unwrap();
     while node.poll_transmit().is_some() {}
     node
