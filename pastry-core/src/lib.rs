@@ -81,7 +81,7 @@
 //!
 //! The seed's generator is fast, not cryptographic, and a seed is often chosen by hand. What
 //! other nodes must not guess (address-validation tokens, hop numbers that acks echo, message
-//! and lookup ids, probe nonces) is keyed by a 128-bit secret instead. It too comes from the
+//! and lookup ids, probe nonces, join relay tags) is keyed by a 128-bit secret instead. It too comes from the
 //! seed unless [`Node::set_secret`] replaces it: on a real network, give every node 16 bytes
 //! of the operating system's randomness, as the runtime adapters do. A node keyed that way
 //! still makes every other choice from its seed.

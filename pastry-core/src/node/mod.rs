@@ -1093,9 +1093,10 @@ impl<A: Address> Core<A> {
     /// Feistel rounds on 16-bit halves, with SipHash-1-3 under the node's secret as the round
     /// function. Being a permutation, it never gives the same number twice before the counter
     /// wraps. Each new count puts a fresh input into the first round (its low half moves on),
-    /// so the numbers seen tell an observer nothing it can compute the next one from; with
-    /// halves this short a watcher of many numbers could tell them from a truly random
-    /// permutation, which is not what we need. Its SipHash inputs are 4 bytes long, the address
+    /// so the numbers seen tell an observer nothing it can compute the next one from. (With
+    /// halves this short, a watcher of many numbers could tell them from a truly random
+    /// permutation; that is harmless, as only the next number must stay out of reach.) Its
+    /// SipHash inputs are 4 bytes long, the address
     /// tokens' at least 17: the two uses of the key never hash the same message. It costs
     /// 45 to 75 ns a hop (`hot_path` benchmark, within its noise).
     pub(crate) fn disguise(&self, domain: Disguise, count: u32) -> u32 {
