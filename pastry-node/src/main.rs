@@ -333,10 +333,13 @@ async fn lookup(key: Id, via: SocketAddr, json: bool, timeout: f64) -> Result<()
     let socket = tokio::net::UdpSocket::bind(bind)
         .await
         .map_err(|e| format!("cannot bind a socket: {e}"))?;
-    let mut raw = [0u8; 16];
+    // The client's id and its request's nonce are drawn apart: the id travels in every
+    // datagram's header, the nonce must stay unguessable to anyone who sees the id.
+    let mut raw = [0u8; 20];
     getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
-    let me = Id::from_bytes(raw);
-    let nonce = u32::from_be_bytes([raw[0], raw[5], raw[9], raw[13]]);
+    let (id, nonce) = raw.split_at(16);
+    let me = Id::from_bytes(id.try_into().expect("16 bytes"));
+    let nonce = u32::from_be_bytes(nonce.try_into().expect("4 bytes"));
     let request = |padding| {
         Datagram::<SocketAddr>::new(
             me,
