@@ -855,11 +855,8 @@ impl<A: Address> Core<A> {
 
     pub(crate) fn on_row_request(&mut self, now: Instant, sender: NodeHandle<A>, row: u8) {
         let budget = self.budget_left(Some(sender.id), &sender.addr);
-        let stale = self.stale_after(now);
         let (entries, hints): (Vec<NodeHandle<A>>, Vec<u16>) = self
-            .table
-            .row(usize::from(row))
-            .filter(|p| p.id() != sender.id && !p.is_suspect() && fresh(p, now, stale))
+            .row_to_give(now, usize::from(row), sender.id)
             .map(|p| (p.handle.clone(), rtt_hint(p.rtt.srtt_micros_or_max())))
             .unzip();
         // The sender has us in that row, so we may belong in its: it is a candidate for our
@@ -965,6 +962,21 @@ impl<A: Address> Core<A> {
         Some((STALE_RISK_LN * watched / deaths / 1000).max(floor))
     }
 
+    /// The entries of row `row` we name to others (for row requests and joins), without
+    /// `exclude` (the asker): not suspected, and not silent too long (see
+    /// [`Core::stale_after`]).
+    fn row_to_give(
+        &self,
+        now: Instant,
+        row: usize,
+        exclude: Id,
+    ) -> impl Iterator<Item = &Peer<A>> + '_ {
+        let stale = self.stale_after(now);
+        self.table
+            .row(row)
+            .filter(move |p| p.id() != exclude && !p.is_suspect() && fresh(p, now, stale))
+    }
+
     /// Rows `range` of our table (non-empty rows only), without `exclude`.
     pub(crate) fn table_rows(
         &self,
@@ -972,13 +984,10 @@ impl<A: Address> Core<A> {
         range: core::ops::RangeInclusive<usize>,
         exclude: Id,
     ) -> Vec<wire::Row<A>> {
-        let stale = self.stale_after(now);
         range
             .filter_map(|r| {
                 let entries: Vec<NodeHandle<A>> = self
-                    .table
-                    .row(r)
-                    .filter(|p| p.id() != exclude && !p.is_suspect() && fresh(p, now, stale))
+                    .row_to_give(now, r, exclude)
                     .map(|p| p.handle.clone())
                     .collect();
                 (!entries.is_empty()).then(|| (u8::try_from(r).unwrap_or(u8::MAX), entries))
@@ -1247,13 +1256,7 @@ mod tests {
         let t2 = now + Duration::from_secs(100);
         node.send_direct(t2, NodeHandle::new(a, 20), 0, alloc::vec![1, 2, 3])
             .unwrap();
-        let seq = crate::node::testing::sent(&mut node)
-            .into_iter()
-            .find_map(|(to, m)| match m {
-                wire::Message::Direct { seq, .. } if to == 20 => Some(seq),
-                _ => None,
-            })
-            .expect("the message goes to a");
+        let seq = crate::node::testing::direct_seq(&mut node, 20);
         let ack = wire::Datagram::<u32>::new(a, wire::Message::Ack { seq });
         let t3 = t2 + Duration::from_millis(30);
         node.handle_datagram(t3, 20, &ack.to_bytes()).unwrap();

@@ -431,6 +431,9 @@ const DEAD_MEMORY: usize = 64;
 /// Leaf-set probers remembered after being turned away (see `Core::declined`).
 pub(crate) const DECLINED: usize = 8;
 
+/// Rounds of [`Core::disguise`].
+const FEISTEL_ROUNDS: u8 = 4;
+
 /// What a number from [`Core::disguise`] is for: each kind has its own permutation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -1100,16 +1103,20 @@ impl<A: Address> Core<A> {
     /// tokens' at least 17: the two uses of the key never hash the same message. It costs
     /// 45 to 75 ns a hop (`hot_path` benchmark, within its noise).
     pub(crate) fn disguise(&self, domain: Disguise, count: u32) -> u32 {
-        use core::hash::Hasher;
         let (mut left, mut right) = ((count >> 16) as u16, count as u16);
-        for round in 0..4u8 {
-            let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
-            let [r0, r1] = right.to_le_bytes();
-            h.write(&[domain as u8, round, r0, r1]);
-            let f = h.finish() as u16;
-            (left, right) = (right, left ^ f);
+        for round in 0..FEISTEL_ROUNDS {
+            (left, right) = (right, left ^ self.feistel(domain, round, right));
         }
         (u32::from(left) << 16) | u32::from(right)
+    }
+
+    /// The round function of [`disguise`](Self::disguise): SipHash-1-3 under the secret.
+    fn feistel(&self, domain: Disguise, round: u8, half: u16) -> u16 {
+        use core::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+        let [h0, h1] = half.to_le_bytes();
+        h.write(&[domain as u8, round, h0, h1]);
+        h.finish() as u16
     }
 
     /// Gives back memory of a map that emptied out after a burst (a join probes dozens of
@@ -1125,14 +1132,9 @@ impl<A: Address> Core<A> {
     /// The counter that [`disguise`](Self::disguise) turned into `n`: the Feistel rounds run
     /// backwards.
     pub(crate) fn reveal(&self, domain: Disguise, n: u32) -> u32 {
-        use core::hash::Hasher;
         let (mut left, mut right) = ((n >> 16) as u16, n as u16);
-        for round in (0..4u8).rev() {
-            let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
-            let [l0, l1] = left.to_le_bytes();
-            h.write(&[domain as u8, round, l0, l1]);
-            let f = h.finish() as u16;
-            (left, right) = (right ^ f, left);
+        for round in (0..FEISTEL_ROUNDS).rev() {
+            (left, right) = (right ^ self.feistel(domain, round, left), left);
         }
         (u32::from(left) << 16) | u32::from(right)
     }

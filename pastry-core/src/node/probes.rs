@@ -697,7 +697,9 @@ impl<A: Address> Core<A> {
         // kept to be considered again later (bounded), by which time it is likely active.
         if active {
             self.offer_table(peer);
-            self.proved_alive(now, &sender);
+            // The round trip was sampled above, before the peer was offered to the leaf set
+            // and the table with it.
+            self.proved_alive(now, &sender, None);
         } else {
             self.defer_table(&sender, true);
         }
@@ -950,25 +952,41 @@ impl<A: Address> Core<A> {
     /// [`Core::stale_after`]. Only answers count: a probe reply must echo a random nonce, an
     /// ack an unpredictable hop number (see [`Core::disguise`]) from the address the hop went
     /// to. An entry that is also a leaf-set member is aged the same way: heartbeats, which a
-    /// forger can send, do not count.
-    pub(crate) fn proved_alive(&mut self, now: Instant, node: &NodeHandle<A>) {
+    /// forger can send, do not count. With `sample`, the answer's round trip is taken too,
+    /// in the same pass over the table (an ack's case: once per hop).
+    pub(crate) fn proved_alive(
+        &mut self,
+        now: Instant,
+        node: &NodeHandle<A>,
+        sample: Option<Duration>,
+    ) {
+        if let Some(s) = sample {
+            self.leaf_rtt_sample(node.id, &node.addr, s);
+        }
         let at = crate::peer::heard_units(now);
         self.table.update(node.id, |p| {
             if p.handle.addr == node.addr {
                 p.heard = at;
+                if let Some(s) = sample {
+                    p.rtt.sample(s);
+                }
             }
         });
     }
 
     pub(crate) fn rtt_sample(&mut self, id: Id, addr: &A, sample: Duration) {
-        self.leaf.update(id, |e| {
-            if &e.peer.handle.addr == addr {
-                e.peer.rtt.sample(sample);
-            }
-        });
+        self.leaf_rtt_sample(id, addr, sample);
         self.table.update(id, |p| {
             if &p.handle.addr == addr {
                 p.rtt.sample(sample);
+            }
+        });
+    }
+
+    fn leaf_rtt_sample(&mut self, id: Id, addr: &A, sample: Duration) {
+        self.leaf.update(id, |e| {
+            if &e.peer.handle.addr == addr {
+                e.peer.rtt.sample(sample);
             }
         });
     }

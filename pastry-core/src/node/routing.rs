@@ -506,10 +506,8 @@ impl<A: Address> Core<A> {
         let Some(f) = self.in_flight.remove(&seq) else {
             return;
         };
-        if f.attempts == 1 {
-            self.rtt_sample(f.to.id, &f.to.addr, now - f.sent_at);
-        }
-        self.proved_alive(now, &f.to);
+        let sample = (f.attempts == 1).then(|| now - f.sent_at);
+        self.proved_alive(now, &f.to, sample);
         Self::trim(&mut self.in_flight);
         if f.is_leave() {
             self.check_leave_done(now);
@@ -678,7 +676,7 @@ impl<A: Address> Core<A> {
 #[cfg(test)]
 mod tests {
     use crate::node::Disguise;
-    use crate::node::testing::{alone, alone_keyed, sent};
+    use crate::node::testing::{alone, alone_keyed, direct_seq, sent};
     use crate::peer::Peer;
     use crate::wire::{Datagram, Message};
     use crate::{Id, Instant, NodeHandle, Rtt};
@@ -704,24 +702,14 @@ mod tests {
         (node, a, b)
     }
 
-    fn hop_seq(node: &mut crate::node::Node<u32>, to: u32) -> u32 {
-        sent(node)
-            .into_iter()
-            .find_map(|(dest, m)| match m {
-                Message::Direct { seq, .. } if dest == to => Some(seq),
-                _ => None,
-            })
-            .expect("the message was sent")
-    }
-
     #[test]
     fn a_hop_number_seen_does_not_give_away_the_others() {
         let (mut node, a, b) = with_two_entries();
         let now = Instant::from_secs(10);
         node.send_direct(now, a.clone(), 0, alloc::vec![1]).unwrap();
-        let seq_a = hop_seq(&mut node, a.addr);
+        let seq_a = direct_seq(&mut node, a.addr);
         node.send_direct(now, b.clone(), 0, alloc::vec![2]).unwrap();
-        let seq_b = hop_seq(&mut node, b.addr);
+        let seq_b = direct_seq(&mut node, b.addr);
         // b knows its own hop number and forges acks from a's address for the numbers near
         // it (with a counter sent as it is, a's would be among them).
         let later = now + core::time::Duration::from_millis(5);
@@ -753,7 +741,7 @@ mod tests {
             let (mut node, a, _) = keyed_with_two_entries(secret);
             let now = Instant::from_secs(10);
             node.send_direct(now, a.clone(), 0, alloc::vec![1]).unwrap();
-            let seq = hop_seq(&mut node, a.addr);
+            let seq = direct_seq(&mut node, a.addr);
             let stranger = NodeHandle::new(Id::new(0xc_u128 << 124 | 0x42), 30);
             node.core
                 .probe(now, &stranger, crate::node::probes::P_TABLE, &[], true);

@@ -26,6 +26,17 @@ pub(crate) fn alone_keyed(secret: Option<[u8; 16]>) -> Node<u32> {
     node
 }
 
+/// The hop number of the direct message `node` just sent to address `to`.
+pub(crate) fn direct_seq(node: &mut Node<u32>, to: u32) -> u32 {
+    sent(node)
+        .into_iter()
+        .find_map(|(dest, m)| match m {
+            Message::Direct { seq, .. } if dest == to => Some(seq),
+            _ => None,
+        })
+        .expect("the message was sent")
+}
+
 /// Everything `node` has to send, decoded, with its destination.
 pub(crate) fn sent(node: &mut Node<u32>) -> Vec<(u32, Message<u32>)> {
     core::iter::from_fn(|| node.poll_transmit())
