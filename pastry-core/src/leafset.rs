@@ -292,6 +292,16 @@ impl<A: Clone + PartialEq> LeafSet<A> {
             && (self.slot(Side::Cw, id).is_some() || self.slot(Side::Ccw, id).is_some())
     }
 
+    /// Whether a node with this id would enter the leaf set as a ring neighbour (the nearest
+    /// member on a side) if inserted now.
+    pub(crate) fn would_neighbour(&self, id: Id) -> bool {
+        id != self.own
+            && !self.contains(id)
+            && [Side::Cw, Side::Ccw]
+                .into_iter()
+                .any(|side| self.slot(side, id) == Some(0))
+    }
+
     /// Inserts a node on every side where it is among the L/2 nearest. Where it already sits,
     /// it keeps its place and has its handle refreshed.
     pub(crate) fn insert(&mut self, peer: Peer<A>, now: Instant) -> Inserted<A> {

@@ -75,6 +75,9 @@ pub(crate) struct ProbeState<A> {
     refreshed: bool,
     /// The first attempt rode on an answer of ours (see [`Core::carried_probe`]).
     carried: bool,
+    /// A joining node's second probe of a would-be ring neighbour that left the first
+    /// unanswered: if this one goes unanswered too, the node is given up.
+    last_chance: bool,
     attempts: u8,
     sent_at: Instant,
     deadline: Instant,
@@ -347,6 +350,7 @@ impl<A: Address> Core<A> {
                 exempt,
                 refreshed: false,
                 carried: false,
+                last_chance: false,
                 attempts: 1,
                 sent_at: now,
                 deadline,
@@ -881,16 +885,33 @@ impl<A: Address> Core<A> {
         }
         Self::trim(&mut self.probes);
         let known = |p: Option<&Peer<A>>| p.is_some_and(|q| q.handle.addr == addr);
+        let mut last_chance = None;
         if let Some(id) = p.id
-            && p.purpose & (P_LEAF | P_LIVE) == 0
+            && p.purpose & P_LIVE == 0
             && known(self.leaf.get(id))
         {
-            // A probe that only measured a round trip (or verified an address) went unanswered,
-            // but its target is a leaf-set member: members are declared dead by a liveness
-            // check of their own, not by a proximity probe. Under 5 % loss three lost round
-            // trips in a row happen about once in a thousand probes, and a live member wrongly
-            // dropped stays out of our leaf set while we deliver keys that are its.
+            // A probe that measured a round trip, verified an address or exchanged leaf sets
+            // went unanswered, but its target is a leaf-set member: members are declared dead
+            // by a liveness check of their own. Under 5 % loss three lost round trips in a row
+            // happen about once in a thousand probes, and a live member wrongly dropped stays
+            // out of our leaf set while we deliver keys that are its (should our ring
+            // neighbour die meanwhile, the member we dropped would be the next).
             self.suspect(now, &NodeHandle::new(id, addr.clone()), false);
+        } else if let Some(id) = p.id
+            && p.purpose & P_LEAF != 0
+            && !p.last_chance
+            && matches!(self.phase, super::Phase::Joining { replied: true, .. })
+            && self.leaf.would_neighbour(id)
+        {
+            // A joining node gives up on a member its root named that never answered, and
+            // becomes active without it. Had that member been our ring neighbour and alive
+            // (every attempt lost on a lossy path: under 5 % loss, about one probe in five
+            // hundred with the address check and the leaf-set exchange), we would deliver the
+            // keys that are its until one of us heard of the other again. One more probe
+            // settles it. It starts once the join has gone on without it (below): holding the
+            // join for it would hold, under churn, the joins whose neighbour has died, and the
+            // messages members route to the joining node meanwhile.
+            last_chance = Some(NodeHandle::new(id, addr.clone()));
         } else if let Some(id) = p.id
             && (known(self.leaf.get(id)) || known(self.table.find(id)))
         {
@@ -917,6 +938,12 @@ impl<A: Address> Core<A> {
             self.continue_repair(now);
         }
         self.check_active(now, apps);
+        if let Some(h) = last_chance {
+            self.probe(now, &h, P_LEAF, &[], true);
+            if let Some(q) = self.probes.get_mut(&h.addr) {
+                q.last_chance = true;
+            }
+        }
     }
 
     /// Forgets a probe whose target announced that it is leaving.
@@ -1229,5 +1256,121 @@ mod tests {
         node.handle_datagram(t0 + Duration::from_millis(8), 50, &answer(*probe))
             .unwrap();
         assert!(node.routing_table().find(Id::new(OTHER)).is_some());
+    }
+
+    #[test]
+    fn a_member_silent_to_a_leaf_set_probe_is_checked_before_it_is_dropped() {
+        // Three lost round trips (about one leaf-set exchange in a thousand under 5 % loss)
+        // must not drop a live member: the member gets a liveness check of its own first.
+        let mut node = with_neighbour();
+        let member = NodeHandle::new(Id::new(ME + 5), 81);
+        let _ = node.core.leaf.insert(
+            Peer::verified(member.clone(), Rtt::default()),
+            Instant::ZERO,
+        );
+        let t0 = Instant::ZERO + Duration::from_secs(1);
+        assert!(node.core.probe(t0, &member, super::P_LEAF, &[], true));
+        let mut checked = false;
+        while let Some(t) = node
+            .poll_timeout()
+            .filter(|t| *t < t0 + Duration::from_secs(30))
+        {
+            node.handle_timeout(t);
+            let _ = sent(&mut node);
+            if !node.leaf_set().contains(member.id) {
+                break;
+            }
+            if node
+                .core
+                .probes
+                .get(&81)
+                .is_some_and(|p| p.purpose & super::P_LIVE != 0)
+            {
+                assert!(
+                    node.leaf_set()
+                        .get(member.id)
+                        .is_some_and(|p| p.is_suspect())
+                );
+                checked = true;
+            }
+        }
+        assert!(checked, "dropped without a liveness check of its own");
+        assert!(
+            !node.leaf_set().contains(member.id),
+            "still a member after the check went unanswered"
+        );
+    }
+
+    #[test]
+    fn a_joining_node_probes_a_silent_would_be_neighbour_once_more_after_going_on() {
+        // The root names our ring neighbour-to-be, which never answers (on a lossy path every
+        // attempt may be lost). The join goes on without it; then one more probe, and only
+        // one, goes to it: had it been alive, we would deliver the keys that are its.
+        use crate::wire::LeafSetMsg;
+        let root = NodeHandle::new(Id::new(ME + 1000), 60);
+        let silent = NodeHandle::new(Id::new(ME + 1), 81);
+        let other = NodeHandle::new(Id::new(ME - 1000), 82);
+        let mut node: Node<u32> =
+            Node::new(Config::default(), Id::new(ME), 1, 7, Instant::ZERO).unwrap();
+        node.join(Instant::ZERO, 60).unwrap();
+        let mut now = Instant::ZERO;
+        let end = now + Duration::from_secs(60);
+        let (mut before, mut after, mut active_at) = (0, 0, None);
+        loop {
+            for (to, m) in sent(&mut node) {
+                let from = match to {
+                    60 => &root,
+                    82 => &other,
+                    81 => {
+                        if matches!(m, Message::Probe { .. }) {
+                            *if active_at.is_some() {
+                                &mut after
+                            } else {
+                                &mut before
+                            } += 1;
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                // The root and the other member answer everything at once.
+                let reply = match m {
+                    Message::Probe { nonce, leaf, .. } => Message::ProbeReply {
+                        nonce,
+                        token: 0,
+                        leaf: leaf.map(|_| LeafSetMsg::default()),
+                        active: true,
+                        probe: 0,
+                    },
+                    Message::JoinRequest { .. } => Message::JoinReply {
+                        root: root.clone(),
+                        leaf: LeafSetMsg {
+                            cw: Vec::new(),
+                            ccw: alloc::vec![silent.clone(), other.clone()],
+                        },
+                    },
+                    _ => continue,
+                };
+                let bytes = Datagram::new(from.id, reply).to_bytes();
+                node.handle_datagram(now, to, &bytes).unwrap();
+            }
+            if active_at.is_none() && node.is_active() {
+                active_at = Some(now);
+            }
+            match node.poll_timeout() {
+                Some(t) if t < end => {
+                    now = t;
+                    node.handle_timeout(t);
+                }
+                _ => break,
+            }
+        }
+        assert!(active_at.is_some(), "the join did not complete");
+        assert!(before >= 1, "the silent member was never probed");
+        let attempts = 1 + usize::from(Config::default().probe_retries);
+        assert!(
+            (1..=attempts).contains(&after),
+            "{after} probes of the silent would-be neighbour after the join went on"
+        );
     }
 }
