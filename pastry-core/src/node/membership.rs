@@ -91,7 +91,7 @@ impl<A: Address> Core<A> {
     }
 
     /// [`Core::suspect`] with the probe's purposes given.
-    fn suspect_for(&mut self, now: Instant, node: &NodeHandle<A>, purpose: u8) {
+    pub(crate) fn suspect_for(&mut self, now: Instant, node: &NodeHandle<A>, purpose: u8) {
         let here = |p: &Peer<A>| p.handle.addr == node.addr;
         let known =
             self.leaf.get(node.id).is_some_and(here) || self.table.find(node.id).is_some_and(here);

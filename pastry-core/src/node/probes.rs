@@ -38,6 +38,9 @@ pub(crate) const P_VERIFY: u8 = 8;
 /// The suspicion came from another node's failure notice: if confirmed, the node does not
 /// notify others unless it was a ring neighbour of the dead node.
 pub(crate) const P_NOTICED: u8 = 16;
+/// The suspicion came from another probe of ours that the node left unanswered through all
+/// its retries (a leaf-set exchange, a round-trip measurement).
+pub(crate) const P_RECHECK: u8 = 32;
 
 /// Datagrams that may wait for one address to be verified.
 const MAX_QUEUED: usize = 16;
@@ -293,9 +296,11 @@ impl<A: Address> Core<A> {
         }
         if let Some(p) = self.probes.get_mut(&addr) {
             let gains_leaf = purpose & P_LEAF != 0 && p.purpose & P_LEAF == 0;
-            // "Noticed" holds only if every reason for the probe came from a notice.
-            let noticed = p.purpose & purpose & P_NOTICED;
-            p.purpose = ((p.purpose | purpose) & !P_NOTICED) | noticed;
+            // "Noticed" (or "recheck") holds only if every reason for the probe came from a
+            // notice (or an unanswered probe): either cuts the retries.
+            let sticky = P_NOTICED | P_RECHECK;
+            let kept = p.purpose & purpose & sticky;
+            p.purpose = ((p.purpose | purpose) & !sticky) | kept;
             p.exempt |= exempt;
             let mut news = gains_leaf;
             for f in failed {
@@ -853,9 +858,10 @@ impl<A: Address> Core<A> {
             // refills, so one probe decides. Under 10-minute churn the retries were 0.027 of
             // 0.790 control messages per node per second.
             0
-        } else if p.purpose & P_NOTICED != 0 {
+        } else if p.purpose & (P_NOTICED | P_RECHECK) != 0 {
             // A failure notice comes from a node that has probed the suspect through all its
-            // retries already: one retry here is enough to guard against a lost datagram.
+            // retries already, as did our own probe that led to a recheck: one retry here is
+            // enough to guard against a lost datagram.
             self.cfg.probe_retries.min(1)
         } else if p.purpose == P_TABLE
             && none_queued
@@ -896,7 +902,7 @@ impl<A: Address> Core<A> {
             // happen about once in a thousand probes, and a live member wrongly dropped stays
             // out of our leaf set while we deliver keys that are its (should our ring
             // neighbour die meanwhile, the member we dropped would be the next).
-            self.suspect(now, &NodeHandle::new(id, addr.clone()), false);
+            self.suspect_for(now, &NodeHandle::new(id, addr.clone()), P_LIVE | P_RECHECK);
         } else if let Some(id) = p.id
             && p.purpose & P_LEAF != 0
             && !p.last_chance
@@ -1031,7 +1037,7 @@ impl<A: Address> Core<A> {
         if p.purpose & P_LIVE == 0 || p.id != Some(to.id) {
             return;
         }
-        p.purpose &= !(P_LIVE | P_NOTICED);
+        p.purpose &= !(P_LIVE | P_NOTICED | P_RECHECK);
         if self.clear_suspect(to.id) {
             self.retry_held(now, apps);
         }
