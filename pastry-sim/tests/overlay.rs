@@ -719,7 +719,7 @@ fn under_churn_and_five_percent_loss_live_members_are_seldom_declared_dead() {
         counts.push(n);
     }
     let total: usize = counts.iter().sum();
-    // Seeds 71-76: 4 in all. 29 while an unanswered leaf-set exchange declared a member dead
+    // Seeds 71-76: 3 in all. 29 while an unanswered leaf-set exchange declared a member dead
     // without a liveness check of its own; 64 before members stopped being declared dead by
     // proximity probes and by rounds their own datagrams had answered.
     assert!(total <= 12, "{counts:?}");

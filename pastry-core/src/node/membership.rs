@@ -87,19 +87,20 @@ impl<A: Address> Core<A> {
     /// suspect is never left without a verdict.
     pub(crate) fn suspect(&mut self, now: Instant, node: &NodeHandle<A>, noticed: bool) {
         let purpose = P_LIVE | if noticed { P_NOTICED } else { 0 };
-        self.suspect_for(now, node, purpose);
+        let _: bool = self.suspect_for(now, node, purpose);
     }
 
-    /// [`Core::suspect`] with the probe's purposes given.
-    pub(crate) fn suspect_for(&mut self, now: Instant, node: &NodeHandle<A>, purpose: u8) {
+    /// [`Core::suspect`] with the probe's purposes given. Returns whether the node is under a
+    /// liveness check now (false if we do not hold it, or the probe table is full).
+    pub(crate) fn suspect_for(&mut self, now: Instant, node: &NodeHandle<A>, purpose: u8) -> bool {
         let here = |p: &Peer<A>| p.handle.addr == node.addr;
         let known =
             self.leaf.get(node.id).is_some_and(here) || self.table.find(node.id).is_some_and(here);
         if !known {
-            return;
+            return false;
         }
         if !self.probe(now, node, purpose, &[], false) {
-            return;
+            return false;
         }
         self.leaf.update(node.id, |e| {
             if e.peer.handle.addr == node.addr {
@@ -111,6 +112,7 @@ impl<A: Address> Core<A> {
                 p.set_flag(SUSPECT, true);
             }
         });
+        true
     }
 
     /// Suspects whose probe was lost to a full probe table or a reset get probed again.
@@ -415,11 +417,7 @@ impl<A: Address> Core<A> {
         if !self.leaf_wants(h.id, extend) || self.awaiting_root() {
             return;
         }
-        // A node we found dead a moment ago is not taken back on hearsay, unless it would be
-        // our ring neighbour: then a member naming it may know better (under loss we may have
-        // dropped it alive), and without it we would deliver the keys that are its. A probe
-        // settles it.
-        if self.recently_dead(h.id, now) && !self.leaf.would_neighbour(h.id) {
+        if self.recently_dead(h.id, now) {
             return;
         }
         self.probe(now, h, P_LEAF, &[], true);
@@ -1035,8 +1033,6 @@ pub(crate) fn side_index(side: Side) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Rtt;
-    use crate::node::testing::{ME, alone};
     use core::time::Duration;
 
     #[test]
@@ -1384,41 +1380,5 @@ mod tests {
         assert_eq!(rtt_hint(12_345), 123);
         assert_eq!(rtt_hint(u32::MAX), wire::RTT_UNKNOWN);
         assert_eq!(rtt_hint(7_000_000), wire::RTT_UNKNOWN);
-    }
-
-    #[test]
-    fn a_node_found_dead_is_probed_again_on_hearsay_only_as_our_ring_neighbour() {
-        // Under loss a live member may be found dead (every attempt lost). Named by another
-        // node a moment later, it is not taken back on that word, unless it would be our ring
-        // neighbour, whose keys we would deliver meanwhile: then a probe settles it.
-        let mut node = alone();
-        // A neighbour on each side (with one side empty, any node would be the neighbour on
-        // that side, the long way round).
-        for (id, addr) in [(ME + 3, 80), (ME - 3, 83)] {
-            let h = NodeHandle::new(Id::new(id), addr);
-            let _ = node
-                .core
-                .leaf
-                .insert(Peer::verified(h, Rtt::default()), Instant::ZERO);
-        }
-        let nearer = NodeHandle::new(Id::new(ME + 1), 81);
-        let farther = NodeHandle::new(Id::new(ME + 5), 82);
-        let t = Instant::ZERO + Duration::from_secs(1);
-        node.core.mark_dead(nearer.id, t);
-        node.core.mark_dead(farther.id, t);
-        let later = t + Duration::from_secs(1);
-        node.core.consider_leaf(later, &farther);
-        node.core.consider_leaf(later, &nearer);
-        assert!(!node.core.probes.contains_key(&82));
-        assert!(
-            node.core
-                .probes
-                .get(&81)
-                .is_some_and(|p| p.purpose & P_LEAF != 0)
-        );
-        // Once its death is forgotten, the farther one is a candidate like any other.
-        let forgotten = t + node.core.cfg.failure_timeout * 5 + Duration::from_secs(1);
-        node.core.consider_leaf(forgotten, &farther);
-        assert!(node.core.probes.contains_key(&82));
     }
 }
