@@ -414,10 +414,7 @@ impl<A: Address> Core<A> {
         {
             return;
         }
-        if !self.leaf_wants(h.id, extend) || self.awaiting_root() {
-            return;
-        }
-        if self.recently_dead(h.id, now) {
+        if !self.leaf_wants(h.id, extend) || self.recently_dead(h.id, now) || self.awaiting_root() {
             return;
         }
         self.probe(now, h, P_LEAF, &[], true);

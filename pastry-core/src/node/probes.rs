@@ -1312,7 +1312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_joining_node_probes_silent_would_be_neighbours_once_more_without_waiting_for_it() {
+    fn a_joining_node_probes_silent_would_be_neighbours_once_more_without_holding_the_join() {
         // The root names our ring neighbours-to-be on both sides, and neither ever answers
         // (on a lossy path every attempt may be lost). The join goes on without them, each
         // gets one more probe round, and only one, and no such round holds the join.
