@@ -7,7 +7,7 @@
 //! logic: it only carries datagrams and timers between nodes and watches what they deliver.
 //! [`IdealRoutes`] is its yardstick for proximity: the routes the same lookups would take on
 //! the same ring over perfect routing tables.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod churn;
@@ -16,6 +16,7 @@ mod ideal;
 mod net;
 mod oracle;
 pub mod plot;
+mod prefetch;
 mod queue;
 pub mod report;
 mod scenario;

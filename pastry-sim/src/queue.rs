@@ -16,22 +16,22 @@ const BUCKETS: u64 = 4096;
 
 /// A queue of `(key, item)` popped in increasing key order. The key's upper 64 bits are the
 /// event time in microseconds; keys are unique.
-pub(crate) struct EventQueue {
-    ring: Vec<Vec<(u128, u32)>>,
+pub(crate) struct EventQueue<T> {
+    ring: Vec<Vec<(u128, T)>>,
     /// Absolute index of the current bucket (time >> SHIFT).
     cur: u64,
     /// Whether the current bucket is sorted in decreasing key order (pop from its end).
     sorted: bool,
     /// Events in the ring.
     near: usize,
-    far: BinaryHeap<Reverse<(u128, u32)>>,
+    far: BinaryHeap<Reverse<(u128, T)>>,
 }
 
 fn bucket_of(key: u128) -> u64 {
     ((key >> 64) as u64) >> SHIFT
 }
 
-impl EventQueue {
+impl<T: Copy + Ord> EventQueue<T> {
     pub(crate) fn new() -> Self {
         EventQueue {
             ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
@@ -46,7 +46,7 @@ impl EventQueue {
         self.near + self.far.len()
     }
 
-    pub(crate) fn push(&mut self, key: u128, item: u32) {
+    pub(crate) fn push(&mut self, key: u128, item: T) {
         // An event due before the current bucket (a caller acting at an earlier `now` than
         // the next queued event) belongs at the head of the current bucket: every earlier
         // bucket is empty.
@@ -96,7 +96,22 @@ impl EventQueue {
         }
     }
 
-    pub(crate) fn pop(&mut self) -> Option<(u128, u32)> {
+    /// The item of an event among the next few: the one `n` places after the next one
+    /// (`ahead(0)` is the next one) while the current bucket holds it, else one of the
+    /// following bucket's (in no particular order).
+    /// Only a hint of what comes soon, for prefetching: a push may still come before it.
+    pub(crate) fn ahead(&self, n: usize) -> Option<T> {
+        let here = &self.ring[(self.cur % BUCKETS) as usize];
+        if self.sorted && n < here.len() {
+            return Some(here[here.len() - 1 - n].1);
+        }
+        let rest = n.checked_sub(here.len())?;
+        self.ring[((self.cur + 1) % BUCKETS) as usize]
+            .get(rest)
+            .map(|e| e.1)
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<(u128, T)> {
         self.peek()?;
         self.near -= 1;
         self.ring[(self.cur % BUCKETS) as usize].pop()
@@ -113,7 +128,7 @@ mod tests {
         /// near and far, including pushes earlier than the queue's head.
         #[test]
         fn same_order_as_a_heap(ops in proptest::collection::vec((0u8..4, 0u64..20_000_000), 1..400)) {
-            let mut q = EventQueue::new();
+            let mut q = EventQueue::<u32>::new();
             let mut h: BinaryHeap<Reverse<(u128, u32)>> = BinaryHeap::new();
             let mut seq = 0u64;
             let mut now = 0u64;
@@ -137,6 +152,33 @@ mod tests {
                 prop_assert_eq!(q.pop(), Some(x));
             }
             prop_assert_eq!(q.pop(), None);
+        }
+
+        /// `ahead` names only queued events; within the current bucket, exactly the one that
+        /// many pops away.
+        #[test]
+        fn ahead_names_queued_events_in_order(times in proptest::collection::vec(0u64..5_000, 1..300)) {
+            let mut q = EventQueue::<u32>::new();
+            let mut left = std::collections::BTreeMap::new();
+            for (i, t) in times.iter().enumerate() {
+                let key = u128::from(*t) << 64 | i as u128;
+                q.push(key, i as u32);
+                left.insert(key, i as u32);
+            }
+            while q.peek().is_some() {
+                let order: Vec<u32> = left.values().copied().collect();
+                let here = q.ring[(q.cur % BUCKETS) as usize].len();
+                for n in 0..12 {
+                    if let Some(x) = q.ahead(n) {
+                        prop_assert!(order.contains(&x));
+                        if n < here {
+                            prop_assert_eq!(x, order[n]);
+                        }
+                    }
+                }
+                let (k, x) = q.pop().expect("peeked");
+                prop_assert_eq!(left.remove(&k), Some(x));
+            }
         }
     }
 }
