@@ -401,13 +401,17 @@ impl Scenario {
             }
         }
 
+        // Traffic is counted over the measured window only, the window the node-seconds
+        // cover: what the nodes send while the last lookups drain is left out.
+        let end_totals = net.totals();
+        let end_types = net.datagrams_by_type().clone();
+
         // Drain: no new work; give every lookup its timeouts and retries.
         progress(Progress::Draining);
         let cfg = &self.node;
         let drain = cfg.lookup_timeout * (u32::from(cfg.lookup_retries) + 1) + cfg.rto_max * 2;
         net.run_for(drain);
 
-        let end_totals = net.totals();
         let control = end_totals.control_out - start_totals.control_out;
         let control_bytes = end_totals.control_bytes_out - start_totals.control_bytes_out;
         let detect = self.node.failure_timeout + self.node.heartbeat_period;
@@ -416,8 +420,7 @@ impl Scenario {
             None => Vec::new(),
         };
         let rate = |n: u64| n as f64 / node_seconds.max(1e-9);
-        let mut by_type: std::collections::BTreeMap<String, f64> = net
-            .datagrams_by_type()
+        let mut by_type: std::collections::BTreeMap<String, f64> = end_types
             .iter()
             .map(|(k, v)| {
                 let before = start_types.get(k).copied().unwrap_or(0);
