@@ -895,7 +895,8 @@ impl Network {
                 .get(node as usize)
                 .and_then(|s| s.node.as_deref())
             {
-                prefetch_lines(node, size_of::<Node<Addr>>().div_ceil(64));
+                // The node need not start on a line: one more line covers its end.
+                prefetch_lines(node, size_of::<Node<Addr>>().div_ceil(64) + 1);
             }
         }
     }

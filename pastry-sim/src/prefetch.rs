@@ -5,7 +5,7 @@
 //! events come next, so the memory they will need can be requested a few events early.
 
 /// Asks for the cache line holding `p` to be loaded. Never faults, changes nothing observable,
-/// and does nothing on targets without a prefetch instruction.
+/// and does nothing off x86_64.
 #[inline(always)]
 pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]

@@ -405,6 +405,8 @@ impl Scenario {
         // cover: what the nodes send while the last lookups drain is left out.
         let end_totals = net.totals();
         let end_types = net.datagrams_by_type().clone();
+        let active_at_end = net.active_len();
+        let leaf_set_errors_at_end = net.leaf_set_errors().len();
 
         // Drain: no new work; give every lookup its timeouts and retries.
         progress(Progress::Draining);
@@ -548,7 +550,7 @@ impl Scenario {
             session_median_s: self.session_median.map(|d| d.as_secs_f64()),
             joins_during_run: joins,
             departures_during_run: departed + failed as u64 * u64::from(fail_time.is_some()),
-            active_at_end: net.active_len(),
+            active_at_end,
             fail_fraction: self.fail_fraction,
             failed_nodes: failed,
             repaired_after_s: repaired_at
@@ -556,7 +558,7 @@ impl Scenario {
                 .map(|(r, f)| (r - f).as_secs_f64()),
             phases,
             stale_table_fraction_at_repair: stale_at_repair,
-            leaf_set_errors_at_end: net.leaf_set_errors().len(),
+            leaf_set_errors_at_end,
             interval_s: interval.as_secs_f64(),
             series: samples,
         })
