@@ -14,7 +14,7 @@ use crate::net::Lookup;
 /// among the live, active nodes at delivery time; *incorrect* when delivered elsewhere; *lost*
 /// when never delivered. Hops are overlay hops from the origin to the root. RDP is the latency
 /// of the overlay route over the direct latency from origin to root. Control traffic is every
-/// datagram that is not application data, per live node per second of the measured part.
+/// datagram that is not application data, per active node per second of the measured part.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// Nodes the ring was built with.
@@ -90,7 +90,7 @@ pub struct Report {
     pub control_msgs_per_node_per_sec: f64,
     /// Control bytes per active node per second, over the measured part.
     pub control_bytes_per_node_per_sec: f64,
-    /// Datagrams per live node per second in the measured part, by message type (all traffic,
+    /// Datagrams per active node per second in the measured part, by message type (all traffic,
     /// application messages included).
     pub datagrams_by_type_per_node_per_sec: std::collections::BTreeMap<String, f64>,
     /// Datagrams sent while building the ring, per node built.
