@@ -87,7 +87,7 @@ impl<A: Address> Core<A> {
     /// suspect is never left without a verdict.
     pub(crate) fn suspect(&mut self, now: Instant, node: &NodeHandle<A>, noticed: bool) {
         let purpose = P_LIVE | if noticed { P_NOTICED } else { 0 };
-        let _: bool = self.suspect_for(now, node, purpose);
+        self.suspect_for(now, node, purpose);
     }
 
     /// [`Core::suspect`] with the probe's purposes given. Returns whether the node is under a
