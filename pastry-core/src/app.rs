@@ -1,6 +1,7 @@
 //! Applications on the overlay: the Common API upcalls and the context they act through.
 
 use alloc::vec::Vec;
+use core::any::Any;
 use core::time::Duration;
 
 use crate::node::{AppAction, Core};
@@ -100,6 +101,9 @@ pub enum LeafChange {
 /// excluded) before the message leaves, so an application can read it, rewrite its payload,
 /// send it elsewhere, or stop it. This is what caching along routes and multicast trees need.
 ///
+/// Applications are `'static` ([`Any`]), so that [`crate::Node::with_app`] can hand a
+/// registered application back to its owner under its concrete type.
+///
 /// ```
 /// use pastry_core::{Application, Context, Forward, NodeHandle, RouteMessage};
 /// use core::net::SocketAddr;
@@ -123,7 +127,7 @@ pub enum LeafChange {
 ///     }
 /// }
 /// ```
-pub trait Application<A: Address>: Send {
+pub trait Application<A: Address>: Send + Any {
     /// The message reached its root: this node is the numerically closest live node to its
     /// key.
     fn deliver(&mut self, ctx: &mut Context<'_, A>, msg: RouteMessage<A>);
@@ -194,6 +198,11 @@ impl<A: Address> Context<'_, A> {
     /// The time of the input being processed.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The largest payload [`Context::route`] and [`Context::send_direct`] accept.
+    pub fn max_payload(&self) -> usize {
+        self.core.max_payload
     }
 
     /// This node's handle.

@@ -99,6 +99,7 @@ mod leafset;
 mod node;
 mod peer;
 mod route;
+pub mod store;
 mod table;
 mod time;
 pub mod wire;

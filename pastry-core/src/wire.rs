@@ -437,12 +437,13 @@ pub struct Datagram<A> {
     pub message: Message<A>,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+/// Reads fields from the front of untrusted bytes; every read checks the length first.
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated);
         }
@@ -451,28 +452,34 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn id(&mut self) -> Result<Id, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    pub(crate) fn id(&mut self) -> Result<Id, DecodeError> {
         let b = self.take(16)?;
         let mut a = [0u8; 16];
         a.copy_from_slice(b);
         Ok(Id::from_bytes(a))
     }
 
-    fn addr<A: Address>(&mut self) -> Result<A, DecodeError> {
+    pub(crate) fn addr<A: Address>(&mut self) -> Result<A, DecodeError> {
         let (a, used) = A::decode(self.buf)?;
         if used == 0 || used > self.buf.len() {
             return Err(DecodeError::Invalid("address length"));
@@ -481,7 +488,7 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
-    fn handle<A: Address>(&mut self) -> Result<NodeHandle<A>, DecodeError> {
+    pub(crate) fn handle<A: Address>(&mut self) -> Result<NodeHandle<A>, DecodeError> {
         let id = self.id()?;
         let addr = self.addr()?;
         Ok(NodeHandle { id, addr })
@@ -537,13 +544,13 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn payload(&mut self) -> Result<Vec<u8>, DecodeError> {
+    pub(crate) fn payload(&mut self) -> Result<Vec<u8>, DecodeError> {
         let n = usize::from(self.u16()?);
         Ok(self.take(n)?.to_vec())
     }
 }
 
-fn put_handle<A: Address>(out: &mut Vec<u8>, h: &NodeHandle<A>) {
+pub(crate) fn put_handle<A: Address>(out: &mut Vec<u8>, h: &NodeHandle<A>) {
     out.extend_from_slice(&h.id.to_bytes());
     h.addr.encode(out);
 }

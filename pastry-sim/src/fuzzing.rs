@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
+use pastry_core::store::{Store, StoreConfig, StoreMsg};
 use pastry_core::wire::{Datagram, LeafSetMsg, Message};
 use pastry_core::{Config, Event, Id, Instant, Node, NodeHandle, invariants};
 
@@ -27,6 +28,13 @@ use crate::{Addr, NetConfig, Network, NodeState};
 /// limits). Never panics; whatever decodes re-encodes to the same bytes and decodes again to the
 /// same message.
 pub fn decode(data: &[u8]) {
+    // The store's messages, carried in payloads.
+    if let Ok(m) = StoreMsg::<u32>::decode(data) {
+        assert_eq!(m.encode(), data, "re-encoding a store message is not exact");
+    }
+    if let Ok(m) = StoreMsg::<SocketAddr>::decode(data) {
+        assert_eq!(m.encode(), data, "re-encoding a store message is not exact");
+    }
     for max in [1400usize, 65_507] {
         if let Ok(d) = Datagram::<u32>::decode(data, max) {
             let bytes = d.to_bytes();
@@ -235,7 +243,29 @@ pub enum NodeStep {
     },
     /// The application leaves the overlay.
     Leave_,
+    /// A message of the store (registered under [`STORE_APP`]) from a peer, routed to a key
+    /// or sent directly.
+    Store {
+        /// Sender.
+        peer: u8,
+        /// `Some(key)`: routed to that key (the node delivers or forwards it); `None`: direct.
+        routed: Option<u128>,
+        /// The store message.
+        msg: StoreMsg<Addr>,
+    },
+    /// The owner calls the store: an insert of `len` bytes, or a get.
+    StoreCall {
+        /// Key.
+        key: u128,
+        /// Insert (with this version) or get.
+        insert: Option<u8>,
+        /// Value length.
+        len: u16,
+    },
 }
+
+/// The application id the node target registers a [`Store`] under.
+pub const STORE_APP: u16 = 2;
 
 impl NodeStep {
     /// The datagram this step delivers to the node, if it is one: (from, bytes).
@@ -294,6 +324,28 @@ impl NodeStep {
                         },
                     },
                 }),
+            ),
+            NodeStep::Store { peer, routed, msg } => (
+                *peer,
+                match routed {
+                    Some(key) => Message::Route(RouteMsg {
+                        seq: 1,
+                        origin: NodeHandle::new(peer_id(*peer), peer_addr(*peer)),
+                        msg_seq: u32::from(*peer),
+                        key: Id::new(*key),
+                        hops: 1,
+                        body: RouteBody::App {
+                            app: STORE_APP,
+                            payload: msg.encode(),
+                        },
+                    }),
+                    None => Message::Direct {
+                        seq: 1,
+                        msg_seq: 1,
+                        app: STORE_APP,
+                        payload: msg.encode(),
+                    },
+                },
             ),
             NodeStep::JoinRequest { peer, padding } => (
                 *peer,
@@ -449,6 +501,15 @@ pub fn run_node(input: &NodeInput) {
         now,
     )
     .expect("the target's configuration is valid");
+    let mut store_cfg = StoreConfig::default();
+    store_cfg.max_items = 8;
+    store_cfg.max_bytes = 4096;
+    store_cfg.cache_items = 4;
+    store_cfg.max_pending = 8;
+    store_cfg.refresh_period = Duration::from_secs(5);
+    let store = Store::<Addr>::new(store_cfg).expect("a valid store configuration");
+    node.register(STORE_APP, Box::new(store))
+        .expect("one application");
     if input.join {
         node.join(now, peer_addr(0)).expect("a new node joins");
     } else {
@@ -487,6 +548,10 @@ pub fn run_node(input: &NodeInput) {
         }
         if let Err(v) = invariants::check_node(node) {
             panic!("{v}");
+        }
+        let store = node.app::<Store<Addr>>(STORE_APP).expect("registered");
+        if let Err(v) = store.check_invariants() {
+            panic!("store: {v}");
         }
     };
     drain(&mut node, &mut probes, &mut flights);
@@ -540,6 +605,22 @@ pub fn run_node(input: &NodeInput) {
                 let _ = node.send_direct(now, to, 1, vec![9; len]);
             }
             NodeStep::Leave_ => node.leave(now),
+            NodeStep::StoreCall { key, insert, len } => {
+                let key = Id::new(*key);
+                let _ = node.with_app(now, STORE_APP, |s: &mut Store<Addr>, ctx| match insert {
+                    Some(v) => {
+                        let len = usize::from(*len).min(Store::<Addr>::max_value(ctx));
+                        s.insert(ctx, key, u64::from(*v), vec![5; len]).map(|_| ())
+                    }
+                    None => s.get(ctx, key).map(|_| ()),
+                });
+                while node
+                    .with_app(now, STORE_APP, |s: &mut Store<Addr>, _| s.poll_event())
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {}
+            }
             _ => {}
         }
         drain(&mut node, &mut probes, &mut flights);

@@ -230,6 +230,9 @@ pub enum NodeError {
     /// An application is already registered under this id.
     #[error("application id {0} is already registered")]
     DuplicateApp(u16),
+    /// No application of the requested type is registered under this id.
+    #[error("no application of that type is registered under id {0}")]
+    NoSuchApp(u16),
 }
 
 /// Bytes of memory a node holds, part by part (heap parts counted by capacity).
@@ -625,7 +628,7 @@ pub(crate) struct Core<A: Address> {
     /// The current join is a rejoin after the leaf set emptied through failures.
     rejoining: bool,
     counters: Counters,
-    max_payload: usize,
+    pub(crate) max_payload: usize,
 }
 
 impl<A: Address> Node<A> {
@@ -743,6 +746,82 @@ impl<A: Address> Node<A> {
         }
         self.apps.push(AppSlot { id: app_id, app });
         Ok(())
+    }
+
+    /// Calls `f` with the application registered under `app_id`, as its concrete type `T`,
+    /// and a [`Context`] to act through: this is how the program that owns a node drives an
+    /// application (stores a value, joins a group). Whatever `f` routes or sends goes out as
+    /// with any other input, so drain the outputs afterwards.
+    ///
+    /// ```
+    /// use pastry_core::{Application, Context, Config, Id, Instant, Node, NodeError, RouteMessage};
+    ///
+    /// /// Counts deliveries; its owner reads and resets the count.
+    /// #[derive(Default)]
+    /// struct Counter { delivered: u32 }
+    /// impl Application<u32> for Counter {
+    ///     fn deliver(&mut self, _: &mut Context<'_, u32>, _: RouteMessage<u32>) {
+    ///         self.delivered += 1;
+    ///     }
+    /// }
+    ///
+    /// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// node.register(9, Box::new(Counter::default())).unwrap();
+    /// node.bootstrap(Instant::ZERO).unwrap();
+    /// // Route to ourselves from inside the application, then read what it saw.
+    /// node.with_app(Instant::ZERO, 9, |_: &mut Counter, ctx| ctx.route(Id::new(7), vec![]))
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert_eq!(node.with_app(Instant::ZERO, 9, |c: &mut Counter, _| c.delivered), Ok(1));
+    /// assert_eq!(
+    ///     node.with_app(Instant::ZERO, 8, |c: &mut Counter, _| c.delivered),
+    ///     Err(NodeError::NoSuchApp(8))
+    /// );
+    /// ```
+    pub fn with_app<T: Application<A>, R>(
+        &mut self,
+        now: Instant,
+        app_id: u16,
+        f: impl FnOnce(&mut T, &mut Context<'_, A>) -> R,
+    ) -> Result<R, NodeError> {
+        let slot = self
+            .apps
+            .iter()
+            .position(|s| s.id == app_id)
+            .ok_or(NodeError::NoSuchApp(app_id))?;
+        let app: &mut dyn core::any::Any = self.apps[slot].app.as_mut();
+        let app = app
+            .downcast_mut::<T>()
+            .ok_or(NodeError::NoSuchApp(app_id))?;
+        let mut ctx = Context {
+            core: &mut self.core,
+            app: app_id,
+            slot,
+            now,
+        };
+        let r = f(app, &mut ctx);
+        self.after_input(now);
+        Ok(r)
+    }
+
+    /// The application registered under `app_id`, as its concrete type `T`, to read its
+    /// state (use [`Node::with_app`] to act through it).
+    ///
+    /// ```
+    /// use pastry_core::{Application, Context, Config, Id, Instant, Node, RouteMessage};
+    /// struct Quiet;
+    /// impl Application<u32> for Quiet {
+    ///     fn deliver(&mut self, _: &mut Context<'_, u32>, _: RouteMessage<u32>) {}
+    /// }
+    /// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// node.register(2, Box::new(Quiet)).unwrap();
+    /// assert!(node.app::<Quiet>(2).is_some());
+    /// assert!(node.app::<Quiet>(3).is_none());
+    /// ```
+    pub fn app<T: Application<A>>(&self, app_id: u16) -> Option<&T> {
+        let slot = self.apps.iter().find(|s| s.id == app_id)?;
+        let app: &dyn core::any::Any = slot.app.as_ref();
+        app.downcast_ref::<T>()
     }
 
     /// Starts a new overlay with this node as its only member. The node is active at once.
