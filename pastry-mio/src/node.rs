@@ -518,6 +518,34 @@ impl MioNode {
         self.node.poll_event()
     }
 
+    /// Calls `f` with the application registered under `app_id` (through
+    /// [`MioNode::node_mut`]), as its type `T`, and a context to act through, then sends what
+    /// it produced ([`Node::with_app`]). This is how a registered application such as the
+    /// replicated store (`pastry_core::store`) is driven.
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id};
+    /// # use pastry_mio::MioNode;
+    /// let mut node = MioNode::bind("127.0.0.1:0".parse().unwrap(), Config::default(), Id::new(1), 1)?;
+    /// node.node_mut().register(7, Box::new(Store::new(StoreConfig::default()).unwrap()))?;
+    /// node.bootstrap()?;
+    /// node.with_app(7, |s: &mut Store<_>, ctx| s.insert(ctx, Id::new(3), 1, b"v".to_vec()))??;
+    /// let event = node.with_app(7, |s: &mut Store<_>, _| s.poll_event())?;
+    /// assert!(matches!(event, Some(StoreEvent::Inserted { .. }))); // alone: the root
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_app<T: pastry_core::Application<SocketAddr>, R>(
+        &mut self,
+        app_id: u16,
+        f: impl FnOnce(&mut T, &mut pastry_core::Context<'_, SocketAddr>) -> R,
+    ) -> Result<R, NodeError> {
+        let now = self.clock.now();
+        let result = self.node.with_app(now, app_id, f);
+        self.flush();
+        result
+    }
+
     /// The core, for introspection: leaf set, routing table, counters, state.
     ///
     /// ```

@@ -25,6 +25,8 @@ pub(crate) type Reply<T> = Sender<T>;
 pub(crate) type LookupReply = Reply<Result<(NodeHandle<SocketAddr>, u8), LookupError>>;
 /// A read-only look at the core, run on the driver's task.
 pub(crate) type Inspection = Box<dyn FnOnce(&Node<SocketAddr>) + Send>;
+/// A call into the core (an application), run on the driver's task at the given time.
+pub(crate) type Action = Box<dyn FnOnce(&mut Node<SocketAddr>, pastry_core::Instant) + Send>;
 
 /// What a handle asks of the driver.
 pub(crate) enum Command {
@@ -47,6 +49,7 @@ pub(crate) enum Command {
         reply: LookupReply,
     },
     Inspect(Inspection),
+    Act(Action),
     Shutdown(Reply<Result<(), ShutdownError>>),
 }
 
@@ -423,6 +426,10 @@ impl State {
                 }
             },
             Command::Inspect(f) => f(&self.node),
+            Command::Act(f) => {
+                f(&mut self.node, now);
+                self.after_input();
+            }
             Command::Shutdown(reply) => {
                 self.shutdown_waiters.push(reply);
                 self.start_leave();

@@ -9,8 +9,8 @@ use async_channel::{Receiver, Sender};
 use async_io::{Async, Timer};
 use futures_lite::future;
 use pastry_core::{
-    Application, Clock, Config, Counters, Event, Id, LeafSet, MessageId, Node, NodeHandle,
-    RoutingTable,
+    Application, Clock, Config, Counters, Event, Id, LeafSet, MessageId, Node, NodeError,
+    NodeHandle, RoutingTable,
 };
 
 use crate::driver::{Command, Driver, Settings};
@@ -629,6 +629,53 @@ impl PastryNode {
         self.request(|reply| {
             Command::Inspect(Box::new(move |node| {
                 let _ = reply.try_send(f(node));
+            }))
+        })
+        .await
+    }
+
+    /// Runs `f` on the driver's task with the application registered under `app_id` (with
+    /// [`NodeBuilder::application`]), as its type `T`, and a context to act through; what it
+    /// routes or sends goes out at once. This is how a registered application such as the
+    /// replicated store (`pastry_core::store`) is driven. The inner error says that no
+    /// application of that type is registered under `app_id`.
+    ///
+    /// ```
+    /// use pastry_smol::pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// use pastry_smol::{Config, Id, NodeBuilder};
+    /// smol::block_on(async {
+    ///     const STORE: u16 = 1;
+    ///     let store = Store::new(StoreConfig::default()).unwrap();
+    ///     let (node, driver) = NodeBuilder::new(Config::default())
+    ///         .application(STORE, Box::new(store))
+    ///         .bind("127.0.0.1:0".parse().unwrap())
+    ///         .unwrap();
+    ///     smol::spawn(driver).detach();
+    ///     node.bootstrap().await.unwrap();
+    ///     let key = Id::new(42);
+    ///     node.with_app(STORE, move |s: &mut Store<_>, ctx| s.insert(ctx, key, 1, b"v".to_vec()))
+    ///         .await
+    ///         .unwrap()
+    ///         .unwrap()
+    ///         .unwrap();
+    ///     // Alone, the node is the key's root: the insert is done by the time it returns.
+    ///     let event = node.with_app(STORE, |s: &mut Store<_>, _| s.poll_event()).await.unwrap().unwrap();
+    ///     assert!(matches!(event, Some(StoreEvent::Inserted { version: 1, .. })));
+    /// });
+    /// ```
+    pub async fn with_app<T, R, F>(
+        &self,
+        app_id: u16,
+        f: F,
+    ) -> Result<Result<R, NodeError>, Stopped>
+    where
+        T: Application<SocketAddr>,
+        F: FnOnce(&mut T, &mut pastry_core::Context<'_, SocketAddr>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.request(|reply| {
+            Command::Act(Box::new(move |node, now| {
+                let _ = reply.try_send(node.with_app(now, app_id, f));
             }))
         })
         .await

@@ -294,6 +294,8 @@ pub struct PastryNode {
 
 /// A look at the node, run inside the driver.
 type Inspection = Box<dyn FnOnce(&Node<SocketAddr>) + Send>;
+/// A call into the node (an application), run inside the driver at the given time.
+type Action = Box<dyn FnOnce(&mut Node<SocketAddr>, pastry_core::Instant) + Send>;
 
 enum Command {
     Bootstrap(oneshot::Sender<Result<(), Error>>),
@@ -301,6 +303,7 @@ enum Command {
     Route(Id, u16, Vec<u8>, oneshot::Sender<Result<MessageId, Error>>),
     Lookup(Id, oneshot::Sender<Result<Found, Error>>),
     Inspect(Inspection),
+    Act(Action),
     Leave(oneshot::Sender<()>),
 }
 
@@ -391,6 +394,56 @@ impl PastryNode {
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Runs `f` inside the driver on the application registered under `app_id` (with
+    /// [`Builder::application`]), as its type `T`, with a context to act through; what it
+    /// routes or sends goes out at once. This is how a registered application such as the
+    /// replicated store (`pastry_core::store`) is driven.
+    ///
+    /// ```
+    /// use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// use pastry_core::{Config, Id};
+    /// use pastry_tokio::Builder;
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// const STORE: u16 = 1;
+    /// let store = Store::new(StoreConfig::default()).expect("valid");
+    /// let node = Builder::new(Config::default())
+    ///     .application(STORE, Box::new(store))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// node.bootstrap().await?;
+    /// let key = Id::new(42);
+    /// node.with_app(STORE, move |s: &mut Store<_>, ctx| s.insert(ctx, key, 1, b"v".to_vec()))
+    ///     .await?
+    ///     .expect("a small value");
+    /// // Alone, the node is the key's root: the insert is done by the time it returns.
+    /// let event = node.with_app(STORE, |s: &mut Store<_>, _| s.poll_event()).await?;
+    /// assert!(matches!(event, Some(StoreEvent::Inserted { version: 1, .. })));
+    /// # Ok::<(), pastry_tokio::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn with_app<T, R>(
+        &self,
+        app_id: u16,
+        f: impl FnOnce(&mut T, &mut pastry_core::Context<'_, SocketAddr>) -> R + Send + 'static,
+    ) -> Result<R, Error>
+    where
+        T: pastry_core::Application<SocketAddr>,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let run: Action = Box::new(move |n: &mut Node<SocketAddr>, now| {
+            let _ = tx.send(n.with_app(now, app_id, f));
+        });
+        self.inner
+            .cmds
+            .send(Command::Act(run))
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(rx.await.map_err(|_| Error::Closed)??)
     }
 
     /// A copy of the leaf set.
@@ -546,6 +599,7 @@ impl<S: Socket> Driver<S> {
                 }
             },
             Command::Inspect(f) => f(&self.node),
+            Command::Act(f) => f(&mut self.node, now),
             Command::Leave(tx) => {
                 self.node.leave(now);
                 self.leaving.push(tx);
