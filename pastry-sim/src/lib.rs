@@ -24,7 +24,8 @@ mod topology;
 
 pub use ideal::{IdealRoute, IdealRoutes};
 pub use net::{
-    Addr, Delivery, LOOKUP_APP, Lookup, LookupStats, NetConfig, Network, NodeState, Totals,
+    Addr, Delivery, LOOKUP_APP, Lookup, LookupStats, NetConfig, Network, NodeState, SpawnHook,
+    Totals,
 };
 pub use oracle::Oracle;
 pub use report::Report;

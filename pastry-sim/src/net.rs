@@ -281,7 +281,12 @@ pub struct Network {
     joining: usize,
     /// Datagrams sent, by message name.
     by_type: std::collections::BTreeMap<&'static str, u64>,
+    /// Called on every node the network creates, before it starts.
+    on_spawn: Option<SpawnHook>,
 }
+
+/// Prepares a node the network created (registers its applications), given its address.
+pub type SpawnHook = Box<dyn FnMut(Addr, &mut Node<Addr>)>;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -329,7 +334,28 @@ impl Network {
             active_pos: Vec::new(),
             joining: 0,
             by_type: std::collections::BTreeMap::new(),
+            on_spawn: None,
         }
+    }
+
+    /// Calls `hook` on every node created from now on ([`Network::spawn`], the nodes that
+    /// [`Network::grow`] and [`Network::grow_concurrently`] add, churn's arrivals, revived
+    /// nodes), before it starts: this is where applications are registered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pastry_core::store::{Store, StoreConfig};
+    /// use pastry_sim::{Addr, NetConfig, Network};
+    /// let mut net = Network::new(NetConfig::with_seed(1));
+    /// net.on_spawn(Box::new(|_, node| {
+    ///     let store = Store::<Addr>::new(StoreConfig::default()).unwrap();
+    ///     node.register(1, Box::new(store)).unwrap();
+    /// }));
+    /// net.grow(5, Duration::from_secs(60)).unwrap();
+    /// assert!(net.node(3).unwrap().app::<Store<Addr>>(1).is_some());
+    /// ```
+    pub fn on_spawn(&mut self, hook: SpawnHook) {
+        self.on_spawn = Some(hook);
     }
 
     /// Prints every datagram delivered (decoded) and every node event to stderr.
@@ -385,8 +411,11 @@ impl Network {
         let addr = Addr::try_from(self.slots.len()).expect("at most 2^32 nodes");
         let pos = self.cfg.topology.place();
         let seed = self.rng.next_u64();
-        let node = Node::new(self.cfg.node.clone(), id, addr, seed, self.now)
+        let mut node = Node::new(self.cfg.node.clone(), id, addr, seed, self.now)
             .expect("the network's node configuration is valid");
+        if let Some(hook) = self.on_spawn.as_mut() {
+            hook(addr, &mut node);
+        }
         self.slots.push(Slot {
             id,
             node: Some(Box::new(node)),
@@ -581,10 +610,12 @@ impl Network {
     pub fn revive(&mut self, addr: Addr, via: Addr) {
         let seed = self.rng.next_u64();
         let slot = &mut self.slots[addr as usize];
-        slot.node = Some(Box::new(
-            Node::new(self.cfg.node.clone(), slot.id, addr, seed, self.now)
-                .expect("the network's node configuration is valid"),
-        ));
+        let mut node = Node::new(self.cfg.node.clone(), slot.id, addr, seed, self.now)
+            .expect("the network's node configuration is valid");
+        if let Some(hook) = self.on_spawn.as_mut() {
+            hook(addr, &mut node);
+        }
+        slot.node = Some(Box::new(node));
         slot.timer = None;
         slot.active_at = None;
         self.set_state(addr, NodeState::Idle);
