@@ -14,13 +14,12 @@
 //! simulated seconds of churn (default 3,600), values (default 10,000), seed (default 1),
 //! replicas (default 3).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pastry_core::store::{Store, StoreConfig, StoreEvent};
-use pastry_core::{Config, Id, Instant};
-use pastry_sim::churn::Churn;
+use pastry_core::{Config, Id};
+use pastry_sim::churn::{Churn, ChurnRun};
 use pastry_sim::{Addr, NetConfig, Network, NodeState, Topology, TopologyKind};
 
 const STORE: u16 = 9;
@@ -130,23 +129,15 @@ fn main() {
     // Churn, as the scenarios run it, with gets.
     let t0 = net.now();
     let end = t0 + Duration::from_secs(duration);
-    let churn = (median > 0).then(|| Churn::new(Duration::from_secs(median), nodes));
-    let mut departures: BinaryHeap<Reverse<(Instant, Addr)>> = BinaryHeap::new();
-    let mut next_arrival = None;
-    if let Some(c) = churn {
-        for a in net.active_addrs() {
-            departures.push(Reverse((t0 + c.session(net.random_unit()), a)));
-        }
-        next_arrival = Some(t0 + c.interarrival(net.random_unit()));
-    }
+    let mut churn = (median > 0)
+        .then(|| ChurnRun::start(Churn::new(Duration::from_secs(median), nodes), &mut net));
     let direct_before = net.datagrams_by_type().get("direct").copied().unwrap_or(0);
     let (mut joined, mut died, mut gets) = (0u64, 0u64, 0u64);
     let mut next_tick = t0;
     let mut node_seconds = 0.0;
     loop {
         let t = [
-            next_arrival,
-            departures.peek().map(|r| r.0.0),
+            churn.as_ref().and_then(ChurnRun::next_event),
             Some(next_tick),
         ]
         .into_iter()
@@ -159,26 +150,10 @@ fn main() {
         let before = net.now();
         net.run_until(t);
         node_seconds += net.active_len() as f64 * (t - before).as_secs_f64();
-        if next_arrival == Some(t) {
-            let c = churn.expect("arrivals come from churn");
-            let id = net.random_id();
-            let a = net.spawn(id);
-            match net.nearby_active(a, 256) {
-                Some(via) => net.join(a, via),
-                None => net.bootstrap(a),
-            }
-            joined += 1;
-            departures.push(Reverse((t + c.session(net.random_unit()), a)));
-            next_arrival = Some(t + c.interarrival(net.random_unit()));
-        }
-        while let Some(Reverse((d, a))) = departures.peek().copied()
-            && d <= t
-        {
-            departures.pop();
-            if matches!(net.state(a), NodeState::Active | NodeState::Joining) {
-                net.kill(a);
-                died += 1;
-            }
+        if let Some(c) = churn.as_mut() {
+            let step = c.apply(&mut net, t);
+            joined += u64::from(step.arrived.is_some());
+            died += u64::from(step.departed);
         }
         if next_tick == t {
             for _ in 0..GETS_PER_SEC {

@@ -5,7 +5,13 @@
 //! with mean session `S` and target `N`, nodes arrive at `N / S` per second, which is the rate
 //! at which a population of `N` loses members.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Duration;
+
+use pastry_core::Instant;
+
+use crate::{Addr, Network, NodeState};
 
 /// Draws from an exponential distribution with the given mean, from a uniform number `u` in
 /// `[0, 1)` (inverse transform: `-mean * ln(1 - u)`).
@@ -73,6 +79,93 @@ impl Churn {
     /// The time to the next arrival, from a uniform number in `[0, 1)`.
     pub fn interarrival(&self, u: f64) -> Duration {
         exponential(Duration::from_secs_f64(1.0 / self.arrival_rate()), u)
+    }
+}
+
+/// Churn applied to a [`Network`]: departures scheduled for every node, arrivals of new
+/// nodes, each joining through a nearby active node.
+///
+/// ```
+/// use std::time::Duration;
+/// use pastry_sim::churn::{Churn, ChurnRun};
+/// use pastry_sim::{NetConfig, Network};
+/// let mut net = Network::new(NetConfig::with_seed(3));
+/// net.grow(20, Duration::from_secs(60)).unwrap();
+/// let mut run = ChurnRun::start(Churn::new(Duration::from_secs(60), 20), &mut net);
+/// let (mut joined, mut failed) = (0, 0);
+/// let end = net.now() + Duration::from_secs(600);
+/// while let Some(t) = run.next_event().filter(|t| *t < end) {
+///     net.run_until(t);
+///     let step = run.apply(&mut net, t);
+///     joined += step.arrived.is_some() as u32;
+///     failed += step.departed;
+/// }
+/// // Ten minutes of one-minute sessions: the nodes turned over several times.
+/// assert!(joined > 40 && failed > 40, "{joined} joined, {failed} failed");
+/// ```
+pub struct ChurnRun {
+    churn: Churn,
+    departures: BinaryHeap<Reverse<(Instant, Addr)>>,
+    next_arrival: Instant,
+}
+
+/// What [`ChurnRun::apply`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChurnStep {
+    /// The node that arrived (and started to join), if one did.
+    pub arrived: Option<Addr>,
+    /// Nodes that failed silently.
+    pub departed: u32,
+}
+
+impl ChurnRun {
+    /// Draws a session for every active node and the first arrival, from now.
+    pub fn start(churn: Churn, net: &mut Network) -> Self {
+        let t0 = net.now();
+        let mut departures = BinaryHeap::new();
+        for a in net.active_addrs() {
+            departures.push(Reverse((t0 + churn.session(net.random_unit()), a)));
+        }
+        let next_arrival = t0 + churn.interarrival(net.random_unit());
+        ChurnRun {
+            churn,
+            departures,
+            next_arrival,
+        }
+    }
+
+    /// When the next arrival or departure is due.
+    pub fn next_event(&self) -> Option<Instant> {
+        let departure = self.departures.peek().map(|Reverse((t, _))| *t);
+        Some(departure.map_or(self.next_arrival, |d| d.min(self.next_arrival)))
+    }
+
+    /// Carries out what is due at `t` (the network's current time): the arrival, if it is
+    /// due, then every departure due by `t` of a node still running.
+    pub fn apply(&mut self, net: &mut Network, t: Instant) -> ChurnStep {
+        let mut step = ChurnStep::default();
+        if self.next_arrival == t {
+            let id = net.random_id();
+            let a = net.spawn(id);
+            match net.nearby_active(a, 256) {
+                Some(via) => net.join(a, via),
+                None => net.bootstrap(a),
+            }
+            step.arrived = Some(a);
+            self.departures
+                .push(Reverse((t + self.churn.session(net.random_unit()), a)));
+            self.next_arrival = t + self.churn.interarrival(net.random_unit());
+        }
+        while let Some(Reverse((d, a))) = self.departures.peek().copied()
+            && d <= t
+        {
+            self.departures.pop();
+            if matches!(net.state(a), NodeState::Active | NodeState::Joining) {
+                net.kill(a);
+                step.departed += 1;
+            }
+        }
+        step
     }
 }
 

@@ -8,13 +8,11 @@
 //! **Drain**: the workload stops and the network runs until every lookup has had time to be
 //! answered or given up, so that `lost` means lost.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant as WallClock};
 
 use pastry_core::{Config, Instant};
 
-use crate::churn::Churn;
+use crate::churn::{Churn, ChurnRun};
 use crate::ideal::IdealRoutes;
 use crate::net::{Addr, NetConfig, Network, NodeState};
 use crate::report::{self, Phase, Report, Sample};
@@ -258,16 +256,9 @@ impl Scenario {
         let interval = self
             .interval
             .unwrap_or_else(|| (duration / 60).max(Duration::from_secs(1)));
-        let churn = self.session_median.map(|m| Churn::new(m, self.nodes));
-        let mut departures: BinaryHeap<Reverse<(Instant, Addr)>> = BinaryHeap::new();
-        let mut next_arrival = None;
-        if let Some(c) = churn {
-            for a in net.active_addrs() {
-                let s = c.session(net.random_unit());
-                departures.push(Reverse((t0 + s, a)));
-            }
-            next_arrival = Some(t0 + c.interarrival(net.random_unit()));
-        }
+        let mut churn = self
+            .session_median
+            .map(|m| ChurnRun::start(Churn::new(m, self.nodes), &mut net));
         let fail_time = self.fail_time().map(|d| t0 + d);
         let mut failed = 0usize;
         let mut repaired_at: Option<Instant> = None;
@@ -296,11 +287,9 @@ impl Scenario {
         let mut last_progress = WallClock::now();
 
         loop {
-            let next_departure = departures.peek().map(|Reverse((t, _))| *t);
             let candidates = [
                 next_lookup,
-                next_arrival,
-                next_departure,
+                churn.as_ref().and_then(ChurnRun::next_event),
                 fail_time.filter(|_| failed == 0),
                 next_repair_check,
                 Some(next_sample),
@@ -334,29 +323,15 @@ impl Scenario {
                     _ => None,
                 };
             }
-            if next_arrival == Some(t) {
-                let c = churn.expect("arrivals come from churn");
-                let id = net.random_id();
-                let a = net.spawn(id);
-                match net.nearby_active(a, 256) {
-                    Some(via) => net.join(a, via),
-                    None => net.bootstrap(a),
+            if let Some(c) = churn.as_mut() {
+                let step = c.apply(&mut net, t);
+                if let Some(a) = step.arrived {
+                    joins += 1;
+                    last.joins += 1;
+                    arrivals.push(a);
                 }
-                joins += 1;
-                last.joins += 1;
-                arrivals.push(a);
-                departures.push(Reverse((t + c.session(net.random_unit()), a)));
-                next_arrival = Some(t + c.interarrival(net.random_unit()));
-            }
-            while let Some(Reverse((d, a))) = departures.peek().copied()
-                && d <= t
-            {
-                departures.pop();
-                if matches!(net.state(a), NodeState::Active | NodeState::Joining) {
-                    net.kill(a);
-                    departed += 1;
-                    last.departures += 1;
-                }
+                departed += u64::from(step.departed);
+                last.departures += u64::from(step.departed);
             }
             if fail_time == Some(t) && failed == 0 {
                 let n = (self.fail_fraction * net.active_len() as f64).round() as usize;
