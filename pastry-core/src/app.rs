@@ -201,8 +201,41 @@ impl<A: Address> Context<'_, A> {
     }
 
     /// The largest payload [`Context::route`] and [`Context::send_direct`] accept.
+    ///
+    /// ```
+    /// use pastry_core::{Application, Config, Context, Id, Instant, Node, RouteMessage};
+    /// struct Sizer(usize);
+    /// impl Application<u32> for Sizer {
+    ///     fn deliver(&mut self, _: &mut Context<'_, u32>, _: RouteMessage<u32>) {}
+    /// }
+    /// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// node.register(1, Box::new(Sizer(0))).unwrap();
+    /// let max = node.with_app(Instant::ZERO, 1, |_: &mut Sizer, ctx| ctx.max_payload()).unwrap();
+    /// assert_eq!(max, node.max_payload());
+    /// ```
     pub fn max_payload(&self) -> usize {
         self.core.max_payload
+    }
+
+    /// A random 32-bit number that nobody without this node's secret
+    /// ([`crate::Node::set_secret`]) can predict: for request ids that answers must echo.
+    ///
+    /// ```
+    /// use pastry_core::{Application, Config, Context, Id, Instant, Node, RouteMessage};
+    /// struct Quiet;
+    /// impl Application<u32> for Quiet {
+    ///     fn deliver(&mut self, _: &mut Context<'_, u32>, _: RouteMessage<u32>) {}
+    /// }
+    /// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// node.set_secret([7; 16]);
+    /// node.register(1, Box::new(Quiet)).unwrap();
+    /// let (a, b) = node
+    ///     .with_app(Instant::ZERO, 1, |_: &mut Quiet, ctx| (ctx.unguessable(), ctx.unguessable()))
+    ///     .unwrap();
+    /// assert_ne!(a, b);
+    /// ```
+    pub fn unguessable(&mut self) -> u32 {
+        self.core.unguessable()
     }
 
     /// This node's handle.

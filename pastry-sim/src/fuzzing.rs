@@ -248,6 +248,8 @@ pub enum NodeStep {
     Store {
         /// Sender.
         peer: u8,
+        /// Its message number (the node drops repeats of one number from one sender).
+        seq: u16,
         /// `Some(key)`: routed to that key (the node delivers or forwards it); `None`: direct.
         routed: Option<u128>,
         /// The store message.
@@ -325,13 +327,18 @@ impl NodeStep {
                     },
                 }),
             ),
-            NodeStep::Store { peer, routed, msg } => (
+            NodeStep::Store {
+                peer,
+                seq,
+                routed,
+                msg,
+            } => (
                 *peer,
                 match routed {
                     Some(key) => Message::Route(RouteMsg {
-                        seq: 1,
+                        seq: u32::from(*seq),
                         origin: NodeHandle::new(peer_id(*peer), peer_addr(*peer)),
-                        msg_seq: u32::from(*peer),
+                        msg_seq: u32::from(*seq),
                         key: Id::new(*key),
                         hops: 1,
                         body: RouteBody::App {
@@ -340,8 +347,8 @@ impl NodeStep {
                         },
                     }),
                     None => Message::Direct {
-                        seq: 1,
-                        msg_seq: 1,
+                        seq: u32::from(*seq),
+                        msg_seq: u32::from(*seq),
                         app: STORE_APP,
                         payload: msg.encode(),
                     },

@@ -137,7 +137,8 @@ pub enum StoreMsg<A> {
         /// The value.
         value: Vec<u8>,
     },
-    /// Direct, from a root lacking the value to the next replica: answer in my place.
+    /// Direct, from a root (or a replica) lacking the value to the next replica: answer in
+    /// my place.
     GetFallback {
         /// The get's request number.
         request: u32,
@@ -145,6 +146,8 @@ pub enum StoreMsg<A> {
         key: Id,
         /// Whether a cached copy may answer.
         cached_ok: bool,
+        /// Replicas that may still be asked, this one included.
+        left: u8,
         /// The requesting node.
         origin: NodeHandle<A>,
     },
@@ -270,12 +273,14 @@ impl<A: Address> StoreMsg<A> {
                 request,
                 key,
                 cached_ok,
+                left,
                 origin,
             } => {
                 out.push(GET_FALLBACK);
                 out.extend_from_slice(&request.to_be_bytes());
                 out.extend_from_slice(&key.to_bytes());
                 out.push(if *cached_ok { CACHED_OK } else { 0 });
+                out.push(*left);
                 put_handle(&mut out, origin);
             }
             StoreMsg::Have { entries } | StoreMsg::Check { entries } => {
@@ -397,6 +402,7 @@ impl<A: Address> StoreMsg<A> {
                     request,
                     key,
                     cached_ok: flags & CACHED_OK != 0,
+                    left: r.u8()?,
                     origin: r.handle()?,
                 }
             }

@@ -34,10 +34,19 @@
 //! seen (equal versions keep the value stored first). Every value that arrives, in an
 //! insert, a replica push, an answer or a cached copy, goes through the validator if one is
 //! set ([`Store::with_validator`]): a deployment that names values by their hash, or signs
-//! them, rejects forgeries there. Replica pushes are taken only from leaf-set members, cached
-//! copies only for keys this node recently forwarded a get for, and answers only for its own
-//! outstanding requests. Everything the store holds is bounded ([`StoreConfig`]); bytes that
-//! do not decode are counted ([`StoreStats::malformed`]) and change nothing.
+//! them, rejects forgeries there. Replica pushes, version offers, hand-off checks and their
+//! confirmations are taken only from leaf-set members (whose addresses the node verified),
+//! cached copies only for keys this node recently forwarded a get for, and answers only for
+//! its own outstanding requests, whose numbers others cannot predict
+//! ([`Context::unguessable`]). Everything the store holds is bounded ([`StoreConfig`]); bytes
+//! that do not decode are counted ([`StoreStats::malformed`]) and change nothing.
+//!
+//! What the store does not defend against: it is open for writing, as the overlay is open for
+//! routing. Anyone can insert under any key (filling a node up to its limits) or claim a key
+//! with the highest version; a deployment that needs owners checks them in the validator
+//! (with signed values, say). And a node answers a get to the node the get names as its
+//! origin: a forged get makes a holder send one value to a node of the overlay, as a forged
+//! lookup makes a root answer one (the core verifies addresses it does not know first).
 //!
 //! The store's messages ride in the payloads of routed and direct messages under the
 //! application id the store is registered with; `WIRE.md` specifies them.
@@ -93,7 +102,8 @@ use crate::{RouteError, RouteMessage};
 #[non_exhaustive]
 pub struct StoreConfig {
     /// Replicas per value, `k`: the value lives on the `k` live nodes closest to its key.
-    /// At least 1; a node knows at most `L/2 + 1` candidates, so larger values act as that.
+    /// At least 1; values above `L/2` act as `L/2` (a node knows `L/2` nodes on each side,
+    /// and gives a value up only when `k` nodes closer to its key confirm they hold it).
     pub replicas: u8,
     /// Most values this node stores as a replica.
     pub max_items: usize,
@@ -143,6 +153,9 @@ pub enum StoreConfigError {
     /// A field that must be positive is zero.
     #[error("{0} must not be zero")]
     Zero(&'static str),
+    /// A duration is longer than [`crate::MAX_DURATION`] (a day).
+    #[error("{0} is longer than a day")]
+    TooLong(&'static str),
 }
 
 impl StoreConfig {
@@ -157,8 +170,16 @@ impl StoreConfig {
             ("max_pending", self.max_pending == 0),
             ("refresh_period", self.refresh_period.is_zero()),
         ];
-        match zero.iter().find(|(_, z)| *z) {
-            Some((name, _)) => Err(StoreConfigError::Zero(name)),
+        if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(StoreConfigError::Zero(name));
+        }
+        let long = [
+            ("cache_ttl", self.cache_ttl),
+            ("request_timeout", self.request_timeout),
+            ("refresh_period", self.refresh_period),
+        ];
+        match long.iter().find(|(_, d)| *d > crate::MAX_DURATION) {
+            Some((name, _)) => Err(StoreConfigError::TooLong(name)),
             None => Ok(()),
         }
     }
@@ -292,6 +313,9 @@ pub struct StoreStats {
     pub full: u64,
     /// Values given up as replica because this node left their replica sets.
     pub demoted: u64,
+    /// Values routed back to their key's root because this node's leaf set no longer
+    /// reached their replica set.
+    pub routed_handoffs: u64,
 }
 
 struct Item {
@@ -372,7 +396,6 @@ pub struct Store<A: Address> {
     /// hold it, and how many did.
     handoff: BTreeMap<Id, (u64, Vec<Id>, u8)>,
     events: VecDeque<StoreEvent>,
-    next_request: u32,
     tick: u64,
     refresh_armed: bool,
     validator: Option<Validator>,
@@ -394,7 +417,6 @@ impl<A: Address> Store<A> {
             wanted: BTreeMap::new(),
             handoff: BTreeMap::new(),
             events: VecDeque::new(),
-            next_request: 0,
             tick: 0,
             refresh_armed: false,
             validator: None,
@@ -526,6 +548,12 @@ impl<A: Address> Store<A> {
             + cache
             + pending
             + self.forwarded.capacity() * core::mem::size_of::<(Id, Instant)>()
+            + self.wanted.len() * RECORD
+            + self
+                .handoff
+                .values()
+                .map(|(_, ids, _)| RECORD + ids.capacity() * core::mem::size_of::<Id>())
+                .sum::<usize>()
             + self.events.capacity() * core::mem::size_of::<StoreEvent>()
     }
 
@@ -592,8 +620,7 @@ impl<A: Address> Store<A> {
             return Err(StoreError::TooManyPending);
         }
         self.arm_refresh(ctx);
-        let req = self.next_request;
-        self.next_request = self.next_request.wrapping_add(1);
+        let req = self.request_id(ctx);
         if let Op::Get { cached_ok } = op
             && let Some((version, value, cached)) = self.local(ctx.now(), key, cached_ok)
         {
@@ -621,6 +648,17 @@ impl<A: Address> Store<A> {
             return Err(e.into());
         }
         Ok(RequestId(req))
+    }
+
+    /// A number for a new request that answers must echo: unpredictable to others (a forged
+    /// answer would have to guess it), and not in use.
+    fn request_id(&mut self, ctx: &mut Context<'_, A>) -> u32 {
+        loop {
+            let id = ctx.unguessable();
+            if !self.pending.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Routes (again) the request `req` and arms its timer.
@@ -691,7 +729,12 @@ impl<A: Address> Store<A> {
         let held = self.items.get(&key).map(|i| (i.version, i.value.len()));
         let freed = match held {
             Some((v, _)) if v > version => return Taken::Older(v),
-            Some((v, _)) if v == version => return Taken::Same,
+            Some((v, _)) if v == version => {
+                // The same version with other bytes (two writers chose one version) is refused:
+                // the first value stays, and the writer hears that the version is taken.
+                let same = self.items.get(&key).is_some_and(|i| i.value == value);
+                return if same { Taken::Same } else { Taken::Older(v) };
+            }
             Some((_, len)) => len,
             None => 0,
         };
@@ -751,8 +794,16 @@ impl<A: Address> Store<A> {
         ctx.set_timer(first, REFRESH);
     }
 
+    /// Replicas per value: [`StoreConfig::replicas`], at most `L/2` (a node knows `L/2`
+    /// nodes on each side, and a hand-off needs `k` nodes closer to the key).
+    fn k(&self, ctx: &Context<'_, A>) -> usize {
+        usize::from(self.cfg.replicas)
+            .min(ctx.leaf_set().half())
+            .max(1)
+    }
+
     fn replicas(&self, ctx: &Context<'_, A>, key: Id) -> Vec<NodeHandle<A>> {
-        ctx.replica_set(key, usize::from(self.cfg.replicas))
+        ctx.replica_set(key, self.k(ctx))
     }
 
     /// Sends `msg` to `to`, or handles it here when `to` is this node.
@@ -766,13 +817,12 @@ impl<A: Address> Store<A> {
         }
     }
 
-    /// Sends the value of `key` to `to` as a replica. A value this node gave up a moment ago
-    /// is still in its cache: the node that pushed it out asks for it right after.
+    /// Sends the value of `key` held here as a replica to `to` (cached copies are never
+    /// pushed: they came from outside the replica set).
     fn push(&mut self, ctx: &mut Context<'_, A>, to: &NodeHandle<A>, key: Id) {
-        let (version, value) = match (self.items.get(&key), self.cache.get(&key)) {
-            (Some(i), _) => (i.version, i.value.clone()),
-            (None, Some(c)) => (c.version, c.value.clone()),
-            (None, None) => return,
+        let Some((version, value)) = self.items.get(&key).map(|i| (i.version, i.value.clone()))
+        else {
+            return;
         };
         let msg = StoreMsg::Replica {
             key,
@@ -804,7 +854,8 @@ impl<A: Address> Store<A> {
         // The node that forwarded the get to us gets a copy: the next get that passes it
         // stops there.
         if self.cfg.cache_items > 0
-            && let Some(last) = last.filter(|l| l.id != origin.id && l.id != ctx.local().id)
+            && let Some(last) =
+                last.filter(|l| l.id != origin.id && l.id != ctx.local().id && Self::known(ctx, l))
         {
             let copy = StoreMsg::CacheCopy {
                 key,
@@ -859,7 +910,9 @@ impl<A: Address> Store<A> {
                 };
                 if let Op::Handoff { version: handed } = p.op {
                     // The root holds it now (or a newer one), and pushes it to the replicas.
-                    if status != codec::Status::Refused && from.id != ctx.local().id {
+                    // A root is closer to the key than this node, which is no replica.
+                    let me = ctx.local().id;
+                    if status != codec::Status::Refused && key.is_closer(from.id, me) {
                         let now = ctx.now();
                         if self.items.get(&key).is_some_and(|i| i.version <= handed) {
                             self.demote(now, key);
@@ -922,10 +975,17 @@ impl<A: Address> Store<A> {
                 request,
                 key,
                 cached_ok,
+                left,
                 origin,
             } => {
+                // Only a member, as a key's root or replica, asks this of us.
+                if !self.is_member(ctx, from) {
+                    self.stats.rejected += 1;
+                    return;
+                }
                 if !self.answer_get(ctx, &origin, request, key, cached_ok, None) {
-                    self.send(ctx, &origin, &StoreMsg::Missing { request, key });
+                    let left = left.saturating_sub(1);
+                    self.fall_back(ctx, &origin, request, key, cached_ok, left);
                 }
             }
             StoreMsg::Have { entries } => {
@@ -937,17 +997,55 @@ impl<A: Address> Store<A> {
             }
             StoreMsg::Check { entries } => self.on_check(ctx, from, &entries),
             StoreMsg::Held { keys } => self.on_held(ctx, from, &keys),
-            StoreMsg::Want { keys } => {
+            StoreMsg::Want { mut keys } => {
                 if !self.is_member(ctx, from) {
                     self.stats.rejected += 1;
                     return;
                 }
+                // One push per key, however often the list names it.
+                keys.sort_unstable();
+                keys.dedup();
                 for key in keys {
                     self.push(ctx, from, key);
                 }
             }
             // Inserts and gets travel as routed messages (`deliver` and `forward`).
             StoreMsg::Insert { .. } | StoreMsg::Get { .. } => self.stats.rejected += 1,
+        }
+    }
+
+    /// Lacking the value of a get: asks the next replica (after this node, in its view) to
+    /// answer, if `left` replicas may still be asked, else answers that the key has none.
+    fn fall_back(
+        &mut self,
+        ctx: &mut Context<'_, A>,
+        origin: &NodeHandle<A>,
+        request: u32,
+        key: Id,
+        cached_ok: bool,
+        left: u8,
+    ) {
+        let me = ctx.local().id;
+        let r = self.replicas(ctx, key);
+        // The requesting node looked in its own store before asking.
+        let next = r
+            .iter()
+            .skip_while(|h| h.id != me)
+            .skip(1)
+            .find(|h| h.id != origin.id)
+            .cloned();
+        match next.filter(|_| left > 0) {
+            Some(next) => {
+                let ask = StoreMsg::GetFallback {
+                    request,
+                    key,
+                    cached_ok,
+                    left,
+                    origin: origin.clone(),
+                };
+                self.send(ctx, &next, &ask);
+            }
+            None => self.send(ctx, origin, &StoreMsg::Missing { request, key }),
         }
     }
 
@@ -963,6 +1061,16 @@ impl<A: Address> Store<A> {
             return None;
         }
         self.pending.remove(&request)
+    }
+
+    /// Whether `h` is a node this node knows at that address (a leaf-set member or a
+    /// routing-table entry): a get's `last` names the node that forwarded it, but anyone
+    /// could write it, and a copy goes only where a node we know would receive it.
+    fn known(ctx: &Context<'_, A>, h: &NodeHandle<A>) -> bool {
+        ctx.leaf_set()
+            .get(h.id)
+            .or_else(|| ctx.routing_table().find(h.id))
+            .is_some_and(|p| p.handle.addr == h.addr)
     }
 
     /// Whether `from` is the leaf-set member it claims to be (leaf-set members' addresses
@@ -983,7 +1091,8 @@ impl<A: Address> Store<A> {
         version: u64,
         value: Vec<u8>,
     ) {
-        if !self.is_member(ctx, from) || !self.plausible_replica(ctx, key) {
+        let fits = value.len() <= Self::max_value(ctx);
+        if !fits || !self.is_member(ctx, from) || !self.plausible_replica(ctx, key) {
             self.stats.rejected += 1;
             return;
         }
@@ -998,6 +1107,8 @@ impl<A: Address> Store<A> {
     /// still counts replicas that failed and that it has not yet found dead, which after a
     /// mass failure can be many; a value taken too eagerly is given up at the next refresh.
     fn plausible_replica(&self, ctx: &Context<'_, A>, key: Id) -> bool {
+        // Not also "in the leaf set's range": a node that has just joined knows part of its
+        // leaf set, and would refuse the values it joined to hold.
         let me = ctx.local().id;
         let all = ctx.leaf_set().half() + 1;
         ctx.replica_set(key, all).iter().any(|h| h.id == me)
@@ -1105,7 +1216,7 @@ impl<A: Address> Store<A> {
             }
             let known = ctx.replica_set(key, all);
             let closer: Vec<NodeHandle<A>> = known.into_iter().take_while(|h| h.id != me).collect();
-            if closer.len() < usize::from(self.cfg.replicas) {
+            if closer.len() < self.k(ctx) {
                 continue;
             }
             if stuck.contains_key(&key) {
@@ -1133,15 +1244,22 @@ impl<A: Address> Store<A> {
             .filter(|p| p.op.is_insert())
             .map(|p| p.key)
             .collect();
+        // Hand-offs take at most half the request slots, so that the owner's requests
+        // still find room; the rest wait for the next round.
+        let budget = (self.cfg.max_pending / 2).max(1);
+        let mut handing = self
+            .pending
+            .values()
+            .filter(|p| matches!(p.op, Op::Handoff { .. }))
+            .count();
         for (key, version) in far {
-            if self.pending.len() >= self.cfg.max_pending {
+            if self.pending.len() >= self.cfg.max_pending || handing >= budget {
                 break;
             }
             if !busy.insert(key) {
                 continue;
             }
-            let req = self.next_request;
-            self.next_request = self.next_request.wrapping_add(1);
+            let req = self.request_id(ctx);
             let op = Op::Handoff { version };
             self.pending.insert(
                 req,
@@ -1153,6 +1271,9 @@ impl<A: Address> Store<A> {
             );
             if self.send_request(ctx, req).is_err() {
                 self.pending.remove(&req);
+            } else {
+                handing += 1;
+                self.stats.routed_handoffs += 1;
             }
         }
     }
@@ -1186,8 +1307,13 @@ impl<A: Address> Store<A> {
     /// Closer nodes confirmed values this node is handing off; give up those that `k`
     /// confirmed.
     fn on_held(&mut self, ctx: &mut Context<'_, A>, from: &NodeHandle<A>, keys: &[Id]) {
+        // A confirmation from anyone else could make every copy be given up.
+        if !self.is_member(ctx, from) {
+            self.stats.rejected += 1;
+            return;
+        }
         let now = ctx.now();
-        let k = self.cfg.replicas;
+        let k = u8::try_from(self.k(ctx)).unwrap_or(u8::MAX);
         for key in keys {
             let Some((version, waiting, confirmed)) = self.handoff.get_mut(key) else {
                 continue;
@@ -1224,6 +1350,11 @@ impl<A: Address> Store<A> {
         let mut digests: BTreeMap<NodeHandle<A>, Vec<(Id, u64)>> = BTreeMap::new();
         for (&key, item) in &self.items {
             let r = self.replicas(ctx, key);
+            // Only a replica (in its own view) offers: a node holding a value it is handing
+            // off may know too little of the key's neighbourhood to name its replica set.
+            if !r.iter().any(|h| h.id == me) {
+                continue;
+            }
             for h in targets(key, &r) {
                 if h.id != me {
                     digests.entry(h).or_default().push((key, item.version));
@@ -1293,7 +1424,14 @@ impl<A: Address> Application<A> for Store<A> {
                 version,
                 value,
             } if key == msg.key => {
-                let taken = self.take(key, version, value);
+                // A value too large to be answered with is refused (an insert from a node
+                // with larger datagrams, or a forged one).
+                let taken = if value.len() > Self::max_value(ctx) {
+                    self.stats.rejected += 1;
+                    Taken::Refused
+                } else {
+                    self.take(key, version, value)
+                };
                 let (status, version) = match taken {
                     Taken::Stored | Taken::Same => (codec::Status::Stored, version),
                     Taken::Older(v) => (codec::Status::Outdated, v),
@@ -1324,27 +1462,10 @@ impl<A: Address> Application<A> for Store<A> {
                 if self.answer_get(ctx, &msg.origin, request, key, cached_ok, last) {
                     return;
                 }
-                // A root that joined a moment ago may not have the value yet: the next
-                // replica answers in its place.
-                let me = ctx.local().id;
-                let next = self.replicas(ctx, key).into_iter().find(|h| h.id != me);
-                let ask = match next {
-                    // The requesting node looked in its own store before asking.
-                    Some(next) if msg.origin.id != next.id => Some(next),
-                    _ => None,
-                };
-                match ask {
-                    Some(next) => {
-                        let fallback = StoreMsg::GetFallback {
-                            request,
-                            key,
-                            cached_ok,
-                            origin: msg.origin.clone(),
-                        };
-                        self.send(ctx, &next, &fallback);
-                    }
-                    None => self.send(ctx, &msg.origin, &StoreMsg::Missing { request, key }),
-                }
+                // A root that joined a moment ago may not have the value yet: the other
+                // replicas answer in its place, one after the other.
+                let left = u8::try_from(self.k(ctx) - 1).unwrap_or(u8::MAX);
+                self.fall_back(ctx, &msg.origin, request, key, cached_ok, left);
             }
             _ => self.stats.rejected += 1,
         }
