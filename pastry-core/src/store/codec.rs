@@ -42,6 +42,13 @@ pub(crate) fn max_keys(max_payload: usize) -> usize {
 }
 
 /// What an insert's root did with the value.
+///
+/// ```
+/// use pastry_core::store::{Status, StoreMsg};
+/// use pastry_core::Id;
+/// let m: StoreMsg<u32> = StoreMsg::Stored { request: 1, key: Id::new(2), version: 3, status: Status::Outdated };
+/// assert_eq!(StoreMsg::decode(&m.encode()), Ok(m));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Status {
@@ -182,7 +189,16 @@ fn put_value(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 impl<A: Address> StoreMsg<A> {
-    /// The message's bytes.
+    /// The message's bytes. A list longer than [`MAX_DIGEST_ENTRIES`] is cut to it and a
+    /// value longer than 65,535 bytes to that: neither can be decoded, and the store never
+    /// builds them (values are bounded by a datagram, lists are sent in chunks).
+    ///
+    /// ```
+    /// use pastry_core::store::StoreMsg;
+    /// use pastry_core::Id;
+    /// let m: StoreMsg<u32> = StoreMsg::Want { keys: vec![Id::new(1), Id::new(2)] };
+    /// assert_eq!(m.encode().len(), 2 + 2 + 2 * 16);
+    /// ```
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.push(WIRE_VERSION);
@@ -313,7 +329,14 @@ impl<A: Address> StoreMsg<A> {
     }
 
     /// Decodes untrusted bytes: a typed error for anything truncated, of another version,
-    /// of an unknown type, with unknown flags, too many entries or bytes left over.
+    /// of an unknown type, with unknown flags, too many entries or bytes left over. Memory is
+    /// reserved only in proportion to the bytes received.
+    ///
+    /// ```
+    /// use pastry_core::store::{StoreMsg, WIRE_VERSION};
+    /// use pastry_core::wire::DecodeError;
+    /// assert_eq!(StoreMsg::<u32>::decode(&[WIRE_VERSION, 200]), Err(DecodeError::UnknownType(200)));
+    /// ```
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader { buf: bytes };
         let version = r.u8()?;

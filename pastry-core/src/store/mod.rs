@@ -297,9 +297,11 @@ pub enum StoreError {
 pub struct StoreStats {
     /// Store messages that did not decode.
     pub malformed: u64,
-    /// Messages that decoded but were not accepted: a replica push from outside the leaf set
-    /// or for a key this node is no replica of, an answer to no request of ours, a cached
-    /// copy nobody asked for, a value the validator rejected.
+    /// Messages that decoded but were not accepted: a replica push, offer, check,
+    /// confirmation or fallback request from outside the leaf set, a push for a key this node
+    /// is not near, an answer to no outstanding request of ours (a late second answer to a
+    /// retried request counts here too), a cached copy nobody asked for, a value the
+    /// validator rejected or too large to be answered with.
     pub rejected: u64,
     /// Values pushed to other replicas (on insert, join, failure and refresh).
     pub pushed: u64,
@@ -370,7 +372,8 @@ enum Taken {
     Refused,
 }
 
-/// Checks values before the store takes them: key, version, value.
+/// Checks values before the store takes them: key, version, value. See
+/// [`Store::with_validator`] for an example.
 pub type Validator = Box<dyn Fn(Id, u64, &[u8]) -> bool + Send>;
 
 /// Timer token of the periodic refresh; request timers use the request number and attempt
@@ -445,6 +448,17 @@ impl<A: Address> Store<A> {
     }
 
     /// The largest value an insert accepts with this node's datagram size.
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id, Instant, Node};
+    /// # let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// # node.register(1, Box::new(Store::<u32>::new(StoreConfig::default()).unwrap())).unwrap();
+    /// # node.bootstrap(Instant::ZERO).unwrap();
+    /// # let t = Instant::ZERO;
+    /// let max = node.with_app(t, 1, |_: &mut Store<u32>, ctx| Store::<u32>::max_value(ctx)).unwrap();
+    /// assert_eq!(max, node.max_payload() - 33);
+    /// ```
     pub fn max_value(ctx: &Context<'_, A>) -> usize {
         ctx.max_payload().saturating_sub(codec::VALUE_OVERHEAD)
     }
@@ -452,6 +466,20 @@ impl<A: Address> Store<A> {
     /// Stores `value` under `key` with `version` on the key's replica set.
     /// [`StoreEvent::Inserted`], [`StoreEvent::Outdated`], [`StoreEvent::Refused`] or
     /// [`StoreEvent::TimedOut`] follows.
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id, Instant, Node};
+    /// # let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// # node.register(1, Box::new(Store::<u32>::new(StoreConfig::default()).unwrap())).unwrap();
+    /// # node.bootstrap(Instant::ZERO).unwrap();
+    /// # let t = Instant::ZERO;
+    /// let big = node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.insert(ctx, Id::new(3), 1, vec![0; 9000]));
+    /// assert!(big.unwrap().is_err(), "too large for a datagram");
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.insert(ctx, Id::new(3), 1, b"v".to_vec())).unwrap().unwrap();
+    /// let e = node.with_app(t, 1, |s: &mut Store<u32>, _| s.poll_event()).unwrap();
+    /// assert!(matches!(e, Some(StoreEvent::Inserted { version: 1, .. })));
+    /// ```
     pub fn insert(
         &mut self,
         ctx: &mut Context<'_, A>,
@@ -472,11 +500,37 @@ impl<A: Address> Store<A> {
     /// Looks `key` up; a cached copy may answer. [`StoreEvent::Found`],
     /// [`StoreEvent::NotFound`] or [`StoreEvent::TimedOut`] follows (at once when this node
     /// holds the value).
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id, Instant, Node};
+    /// # let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// # node.register(1, Box::new(Store::<u32>::new(StoreConfig::default()).unwrap())).unwrap();
+    /// # node.bootstrap(Instant::ZERO).unwrap();
+    /// # let t = Instant::ZERO;
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.get(ctx, Id::new(3))).unwrap().unwrap();
+    /// let e = node.with_app(t, 1, |s: &mut Store<u32>, _| s.poll_event()).unwrap();
+    /// assert!(matches!(e, Some(StoreEvent::NotFound { .. })), "nothing stored yet");
+    /// ```
     pub fn get(&mut self, ctx: &mut Context<'_, A>, key: Id) -> Result<RequestId, StoreError> {
         self.start(ctx, key, Op::Get { cached_ok: true })
     }
 
     /// Looks `key` up in its replica set only, skipping cached copies.
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id, Instant, Node};
+    /// # let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// # node.register(1, Box::new(Store::<u32>::new(StoreConfig::default()).unwrap())).unwrap();
+    /// # node.bootstrap(Instant::ZERO).unwrap();
+    /// # let t = Instant::ZERO;
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.insert(ctx, Id::new(3), 1, b"v".to_vec())).unwrap().unwrap();
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.get_fresh(ctx, Id::new(3))).unwrap().unwrap();
+    /// let events: Vec<StoreEvent> =
+    ///     node.with_app(t, 1, |s: &mut Store<u32>, _| std::iter::from_fn(|| s.poll_event()).collect()).unwrap();
+    /// assert!(matches!(events[1], StoreEvent::Found { cached: false, .. }));
+    /// ```
     pub fn get_fresh(
         &mut self,
         ctx: &mut Context<'_, A>,
@@ -491,6 +545,20 @@ impl<A: Address> Store<A> {
     }
 
     /// The version and value this node holds as a replica of `key`.
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id, Instant, Node};
+    /// # let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// # node.register(1, Box::new(Store::<u32>::new(StoreConfig::default()).unwrap())).unwrap();
+    /// # node.bootstrap(Instant::ZERO).unwrap();
+    /// # let t = Instant::ZERO;
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.insert(ctx, Id::new(3), 4, b"v".to_vec())).unwrap().unwrap();
+    /// let store = node.app::<Store<u32>>(1).unwrap();
+    /// assert_eq!(store.replica(Id::new(3)), Some((4, &b"v"[..])));
+    /// assert_eq!(store.keys().collect::<Vec<_>>(), vec![Id::new(3)]);
+    /// assert_eq!((store.len(), store.is_empty(), store.cached_len()), (1, false, 0));
+    /// ```
     pub fn replica(&self, key: Id) -> Option<(u64, &[u8])> {
         self.items
             .get(&key)
@@ -518,6 +586,20 @@ impl<A: Address> Store<A> {
     }
 
     /// The counters.
+    ///
+    /// ```
+    /// # use pastry_core::store::{Store, StoreConfig, StoreEvent};
+    /// # use pastry_core::{Config, Id, Instant, Node};
+    /// # let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, Instant::ZERO).unwrap();
+    /// # node.register(1, Box::new(Store::<u32>::new(StoreConfig::default()).unwrap())).unwrap();
+    /// # node.bootstrap(Instant::ZERO).unwrap();
+    /// # let t = Instant::ZERO;
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.insert(ctx, Id::new(3), 1, b"v".to_vec())).unwrap().unwrap();
+    /// node.with_app(t, 1, |s: &mut Store<u32>, ctx| s.get(ctx, Id::new(3))).unwrap().unwrap();
+    /// let store = node.app::<Store<u32>>(1).unwrap();
+    /// assert_eq!((store.stats().malformed, store.stats().rejected), (0, 0));
+    /// assert!(store.memory_bytes() > 0);
+    /// ```
     pub fn stats(&self) -> &StoreStats {
         &self.stats
     }
