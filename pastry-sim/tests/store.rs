@@ -183,8 +183,20 @@ fn values_follow_their_replica_sets_through_churn() {
             }
             extra += held.len() - held.iter().filter(|a| want.contains(a)).count();
         }
+        let routed: u64 = net
+            .active_addrs()
+            .iter()
+            .map(|a| {
+                net.node(*a)
+                    .unwrap()
+                    .app::<Store<Addr>>(STORE)
+                    .unwrap()
+                    .stats()
+                    .routed_handoffs
+            })
+            .sum();
         println!(
-            "seed {seed}: {extra} extra copies of {} keys after churn",
+            "seed {seed}: {extra} extra copies of {} keys after churn, {routed} routed hand-offs",
             keys.len()
         );
         assert!(missing.is_empty(), "seed {seed}: {missing:?}");
@@ -597,4 +609,51 @@ fn more_replicas_than_half_the_leaf_set_act_as_half() {
         let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
         assert_eq!(held, closest(&net, key, half), "seed {seed}: key {key}");
     }
+}
+
+#[test]
+fn a_holder_that_new_nodes_cut_off_from_a_key_routes_the_value_back() {
+    let seed = 79;
+    let mut net = ring(seed, 30);
+    // A key between a node and its clockwise neighbour: the node is among its replicas.
+    let x = net.random_active().unwrap();
+    let xid = net.id(x).as_u128();
+    let next = net
+        .active_addrs()
+        .into_iter()
+        .map(|a| net.id(a).as_u128().wrapping_sub(xid))
+        .filter(|d| *d > 0)
+        .min()
+        .unwrap();
+    let key = Id::new(xid.wrapping_add(next / 2));
+    with_store(&mut net, x, |s, ctx| {
+        s.insert(ctx, key, 1, value_of(key, 1))
+    })
+    .unwrap();
+    net.run_for(Duration::from_secs(10));
+    assert!(
+        holders(&net, key).iter().any(|(a, _)| *a == x),
+        "seed {seed}"
+    );
+    // Twenty nodes join between the node and the key: the key leaves its leaf set's range.
+    for i in 1..=20u128 {
+        let id = Id::new(xid.wrapping_add(next / 2 / 21 * i));
+        let b = net.spawn(id);
+        let store = Store::<Addr>::new(StoreConfig::default()).unwrap();
+        net.node_mut(b)
+            .unwrap()
+            .register(STORE, Box::new(store))
+            .unwrap();
+        assert!(net.start(b, Duration::from_secs(120)), "seed {seed}");
+    }
+    assert!(
+        !net.node(x).unwrap().leaf_set().in_range(key),
+        "seed {seed}"
+    );
+    net.run_for(StoreConfig::default().refresh_period * 2 + Duration::from_secs(60));
+    let s = net.node(x).unwrap().app::<Store<Addr>>(STORE).unwrap();
+    assert!(s.replica(key).is_none(), "seed {seed}: still held");
+    assert!(s.stats().routed_handoffs >= 1, "seed {seed}");
+    let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(held, closest(&net, key, K), "seed {seed}");
 }
