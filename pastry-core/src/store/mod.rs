@@ -1266,7 +1266,7 @@ impl<A: Address> Store<A> {
         let stuck = core::mem::take(&mut self.handoff);
         self.hand_off(ctx, &stuck);
         let handoff = core::mem::take(&mut self.handoff);
-        self.offer(ctx, |key, r| {
+        self.offer(ctx, false, |key, r| {
             if handoff.contains_key(&key) {
                 Vec::new()
             } else {
@@ -1426,6 +1426,7 @@ impl<A: Address> Store<A> {
     fn offer(
         &mut self,
         ctx: &mut Context<'_, A>,
+        near_ok: bool,
         mut targets: impl FnMut(Id, &[NodeHandle<A>]) -> Vec<NodeHandle<A>>,
     ) {
         let me = ctx.local().id;
@@ -1434,7 +1435,11 @@ impl<A: Address> Store<A> {
             let r = self.replicas(ctx, key);
             // Only a replica (in its own view) offers: a node holding a value it is handing
             // off may know too little of the key's neighbourhood to name its replica set.
-            if !r.iter().any(|h| h.id == me) {
+            // After a failure, a holder whose leaf set covers the key offers too: the extra
+            // copies are what re-seeds a replica set whose members failed together.
+            let replica = r.iter().any(|h| h.id == me);
+            let near = near_ok && ctx.leaf_set().in_range(key);
+            if !replica && !near {
                 continue;
             }
             for h in targets(key, &r) {
@@ -1470,7 +1475,7 @@ impl<A: Address> Store<A> {
     /// tenth of the extra copies but lost two to three times as many values, since the
     /// extra copies are what re-offers a value when its replicas fail together.)
     fn on_joined(&mut self, ctx: &mut Context<'_, A>, node: &NodeHandle<A>) {
-        self.offer(ctx, |_, r| {
+        self.offer(ctx, false, |_, r| {
             r.iter().filter(|h| h.id == node.id).cloned().collect()
         });
     }
@@ -1479,7 +1484,7 @@ impl<A: Address> Store<A> {
     /// replica of offer it to the replica set as it is now, so that whoever took the free
     /// place gets it.
     fn on_departed(&mut self, ctx: &mut Context<'_, A>, node: &NodeHandle<A>) {
-        self.offer(ctx, |key, r| {
+        self.offer(ctx, true, |key, r| {
             // It was a replica if it was closer to the key than the farthest one now.
             match r.last() {
                 Some(last) if key.is_closer(node.id, last.id) => r.to_vec(),
