@@ -657,3 +657,56 @@ fn a_holder_that_new_nodes_cut_off_from_a_key_routes_the_value_back() {
     let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
     assert_eq!(held, closest(&net, key, K), "seed {seed}");
 }
+
+#[test]
+fn with_one_replica_a_node_that_joins_at_the_key_gets_the_value() {
+    for seed in [80, 180, 280] {
+        let mut net = Network::new(NetConfig::with_seed(seed));
+        net.on_spawn(Box::new(|_, node| {
+            let mut cfg = StoreConfig::default();
+            cfg.replicas = 1;
+            let store = Store::<Addr>::new(cfg).unwrap();
+            node.register(STORE, Box::new(store)).unwrap();
+        }));
+        net.grow(40, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        net.run_for(Duration::from_secs(30));
+        let key = net.random_id();
+        let a = net.random_active().unwrap();
+        with_store(&mut net, a, |s, ctx| {
+            s.insert(ctx, key, 1, value_of(key, 1))
+        })
+        .unwrap();
+        net.run_for(Duration::from_secs(10));
+        let old = closest(&net, key, 1)[0];
+        // A node joins right at the key: it is the value's only replica now, and the node it
+        // pushed out must hand the value over at once (its next refresh is minutes away).
+        let n = net.spawn(key);
+        assert!(net.start(n, Duration::from_secs(120)), "seed {seed}");
+        net.run_for(Duration::from_secs(30));
+        assert_ne!(old, n, "seed {seed}");
+        assert_eq!(
+            holders(&net, key)
+                .iter()
+                .find(|(h, _)| *h == n)
+                .map(|(_, v)| *v),
+            Some(1),
+            "seed {seed}"
+        );
+        let b = loop {
+            let b = net.random_active().unwrap();
+            if b != n {
+                break b;
+            }
+        };
+        with_store(&mut net, b, |s, ctx| s.get_fresh(ctx, key)).unwrap();
+        net.run_for(Duration::from_secs(5));
+        assert!(
+            matches!(
+                events(&mut net, b).as_slice(),
+                [StoreEvent::Found { version: 1, .. }]
+            ),
+            "seed {seed}"
+        );
+    }
+}

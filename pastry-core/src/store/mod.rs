@@ -8,7 +8,7 @@
 //! - **Get** routes a request to the key. Any node on the way that holds the value (as a
 //!   replica, or in its cache) answers the requesting node directly and stops the request;
 //!   otherwise the root answers, and a root that lacks the value (it joined a moment ago) asks
-//!   the next node of the replica set to answer in its place.
+//!   the other nodes of the replica set, one after the other, to answer in its place.
 //! - **Caching along routes**: the node that answers a get also gives a copy to the node that
 //!   forwarded the request to it, so a popular key is answered a hop earlier with every
 //!   lookup that passes, the way Kademlia caches; the requesting node keeps a copy as well.
@@ -18,8 +18,10 @@
 //!   ([`StoreMsg::Want`]) and gets the values pushed. When a node joins the leaf set, every
 //!   holder of a value the newcomer is now a replica of offers it; when a replica fails or
 //!   leaves, every holder offers the value to the replica set as it now stands, so the node
-//!   that takes the free place gets it. Every holder offers, not only the closest one: after
-//!   joins and failures close together the closest may be a node still waiting for the value.
+//!   that takes the free place gets it. Every holder that is a replica in its own view offers,
+//!   and so does one whose leaf set covers the key (the node a newcomer pushed out, an extra
+//!   copy), not only the closest one: after joins and failures close together the closest
+//!   may be a node still waiting for the value.
 //! - **Hand-off**: every [`StoreConfig::refresh_period`] a node offers its values to their
 //!   replica sets once more (this repairs what a lost message missed), and a node that is no
 //!   longer in a value's replica set gives the value up, keeping it as a cached copy, only
@@ -47,6 +49,8 @@
 //! (with signed values, say). And a node answers a get to the node the get names as its
 //! origin: a forged get makes a holder send one value to a node of the overlay, as a forged
 //! lookup makes a root answer one (the core verifies addresses it does not know first).
+//! Request numbers are unpredictable to strangers, not to the nodes an insert or get passes
+//! through, which see them.
 //!
 //! The store's messages ride in the payloads of routed and direct messages under the
 //! application id the store is registered with; `WIRE.md` specifies them.
@@ -215,7 +219,8 @@ pub enum StoreEvent {
         /// The root that stored it.
         root: Id,
     },
-    /// The root holds a newer version; the insert changed nothing.
+    /// The root holds a newer version, or this version with other bytes (then `stored` is
+    /// the version of the insert); the insert changed nothing.
     Outdated {
         /// The insert.
         request: RequestId,
@@ -246,7 +251,8 @@ pub enum StoreEvent {
         /// Whether the answer came from a cached copy rather than a replica.
         cached: bool,
     },
-    /// The key's root (and the replica it asked) holds no value for the key.
+    /// Neither the key's root nor the other replicas it asked in turn hold a value for the
+    /// key.
     NotFound {
         /// The get.
         request: RequestId,
@@ -928,6 +934,11 @@ impl<A: Address> Store<A> {
         let Some((version, value, cached)) = self.local(ctx.now(), key, cached_ok) else {
             return false;
         };
+        // A copy that came in larger than this node can send (a direct message carries a
+        // little more than a routed one) cannot answer.
+        if value.len() > Self::max_value(ctx) {
+            return false;
+        }
         if cached {
             self.stats.cache_hits += 1;
         } else {
@@ -975,7 +986,8 @@ impl<A: Address> Store<A> {
                     .forwarded
                     .iter()
                     .any(|(k, until)| *k == key && *until > now);
-                if asked && self.valid(key, version, &value) {
+                let fits = value.len() <= Self::max_value(ctx);
+                if asked && fits && self.valid(key, version, &value) {
                     self.cache_copy(now, key, version, value);
                 } else {
                     self.stats.rejected += 1;
@@ -1200,7 +1212,11 @@ impl<A: Address> Store<A> {
     fn on_have(&mut self, ctx: &mut Context<'_, A>, from: &NodeHandle<A>, entries: &[(Id, u64)]) {
         let now = ctx.now();
         let mut want = Vec::new();
-        for &(key, version) in entries {
+        // One answer per key, however often the list names it.
+        let mut entries = entries.to_vec();
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        entries.dedup_by_key(|(key, _)| *key);
+        for &(key, version) in &entries {
             if !self.plausible_replica(ctx, key) {
                 self.stats.rejected += 1;
                 continue;
@@ -1435,8 +1451,9 @@ impl<A: Address> Store<A> {
             let r = self.replicas(ctx, key);
             // Only a replica (in its own view) offers: a node holding a value it is handing
             // off may know too little of the key's neighbourhood to name its replica set.
-            // After a failure, a holder whose leaf set covers the key offers too: the extra
-            // copies are what re-seeds a replica set whose members failed together.
+            // After a join or a failure, a holder whose leaf set covers the key offers too:
+            // the node a newcomer pushed out may hold the only copy, and extra copies are
+            // what re-seeds a replica set whose members failed together.
             let replica = r.iter().any(|h| h.id == me);
             let near = near_ok && ctx.leaf_set().in_range(key);
             if !replica && !near {
@@ -1475,7 +1492,9 @@ impl<A: Address> Store<A> {
     /// tenth of the extra copies but lost two to three times as many values, since the
     /// extra copies are what re-offers a value when its replicas fail together.)
     fn on_joined(&mut self, ctx: &mut Context<'_, A>, node: &NodeHandle<A>) {
-        self.offer(ctx, false, |_, r| {
+        // A holder the newcomer pushed out offers too (its leaf set covers the key): with one
+        // replica, or two joins close together, it may be the only one holding the value.
+        self.offer(ctx, true, |_, r| {
             r.iter().filter(|h| h.id == node.id).cloned().collect()
         });
     }
