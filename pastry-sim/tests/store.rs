@@ -77,6 +77,14 @@ fn holders(net: &Network, key: Id) -> Vec<(Addr, u64)> {
         .collect()
 }
 
+/// Checks that exactly the `k` closest live nodes hold each key.
+fn assert_on_closest(net: &Network, seed: u64, keys: &[Id], k: usize) {
+    for &key in keys {
+        let held: Vec<Addr> = holders(net, key).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(held, closest(net, key, k), "seed {seed}: key {key}");
+    }
+}
+
 /// Inserts `n` random keys (version 1) from random nodes and checks that each was stored.
 fn insert_keys(net: &mut Network, seed: u64, n: usize) -> Vec<Id> {
     let mut keys = Vec::new();
@@ -146,10 +154,7 @@ fn values_live_on_the_k_closest_nodes_and_every_node_finds_them() {
     for seed in [71, 171, 271] {
         let mut net = ring(seed, 100);
         let keys = insert_keys(&mut net, seed, 200);
-        for &key in &keys {
-            let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
-            assert_eq!(held, closest(&net, key, K), "seed {seed}: key {key}");
-        }
+        assert_on_closest(&net, seed, &keys, K);
         assert_eq!(found(&mut net, seed, &keys), keys.len(), "seed {seed}");
     }
 }
@@ -204,10 +209,7 @@ fn values_follow_their_replica_sets_through_churn() {
         // Two refresh periods later, without churn, exactly the k closest hold each key: a node
         // outside a key's replica set gives the value up once the set confirms it holds it.
         net.run_for(StoreConfig::default().refresh_period * 2 + Duration::from_secs(60));
-        for &key in &keys {
-            let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
-            assert_eq!(held, closest(&net, key, K), "seed {seed}: key {key}");
-        }
+        assert_on_closest(&net, seed, &keys, K);
     }
 }
 
@@ -605,10 +607,7 @@ fn more_replicas_than_half_the_leaf_set_act_as_half() {
         assert!(net.start(a, Duration::from_secs(120)), "seed {seed}");
     }
     net.run_for(StoreConfig::default().refresh_period * 2 + Duration::from_secs(60));
-    for &key in &keys {
-        let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
-        assert_eq!(held, closest(&net, key, half), "seed {seed}: key {key}");
-    }
+    assert_on_closest(&net, seed, &keys, half);
 }
 
 #[test]
@@ -654,8 +653,7 @@ fn a_holder_that_new_nodes_cut_off_from_a_key_routes_the_value_back() {
     let s = net.node(x).unwrap().app::<Store<Addr>>(STORE).unwrap();
     assert!(s.replica(key).is_none(), "seed {seed}: still held");
     assert!(s.stats().routed_handoffs >= 1, "seed {seed}");
-    let held: Vec<Addr> = holders(&net, key).into_iter().map(|(a, _)| a).collect();
-    assert_eq!(held, closest(&net, key, K), "seed {seed}");
+    assert_on_closest(&net, seed, &[key], K);
 }
 
 #[test]

@@ -3,22 +3,10 @@
 use std::time::Duration;
 
 use pastry_core::{Config, Id};
-use pastry_tokio::{Builder, PastryNode};
+use pastry_tokio::Builder;
 
-/// A small deterministic generator, so that a failing run can be replayed from its seed.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn id(&mut self) -> Id {
-        Id::new(u128::from(self.next()) << 64 | u128::from(self.next()))
-    }
-}
+mod common;
+use common::{SplitMix, ring};
 
 fn closest(ids: &[Id], key: Id) -> Id {
     *ids.iter()
@@ -26,32 +14,12 @@ fn closest(ids: &[Id], key: Id) -> Id {
         .expect("nodes")
 }
 
-async fn ring(n: usize, rng: &mut SplitMix) -> Vec<PastryNode> {
-    let mut nodes: Vec<PastryNode> = Vec::new();
-    for i in 0..n {
-        let node = Builder::new(Config::default())
-            .id(rng.id())
-            .seed(rng.next())
-            .bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        if i == 0 {
-            node.bootstrap().await.expect("bootstrap");
-        } else {
-            let via = nodes[(rng.next() % i as u64) as usize].local_addr();
-            node.join(via).await.expect("join");
-        }
-        nodes.push(node);
-    }
-    nodes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_nodes_route_every_lookup_to_the_closest_node() {
     let seed = 0x7012;
     println!("seed {seed}");
     let mut rng = SplitMix(seed);
-    let nodes = ring(32, &mut rng).await;
+    let nodes = ring(32, &mut rng, |b| b).await;
     let ids: Vec<Id> = nodes.iter().map(|n| n.id()).collect();
     for i in 0..1000 {
         let key = rng.id();
@@ -78,7 +46,7 @@ async fn after_a_graceful_leave_its_keys_move_to_the_next_closest_node() {
     let seed = 0x1eaf;
     println!("seed {seed}");
     let mut rng = SplitMix(seed);
-    let mut nodes = ring(12, &mut rng).await;
+    let mut nodes = ring(12, &mut rng, |b| b).await;
     let leaver = nodes.remove(5);
     let gone = leaver.id();
     leaver.shutdown().await.unwrap();

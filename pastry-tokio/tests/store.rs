@@ -3,48 +3,14 @@
 
 use std::time::Duration;
 
+use pastry_core::Id;
 use pastry_core::store::{Store, StoreConfig, StoreEvent};
-use pastry_core::{Config, Id};
-use pastry_tokio::{Builder, PastryNode};
+use pastry_tokio::PastryNode;
+
+mod common;
+use common::{SplitMix, ring};
 
 const STORE: u16 = 5;
-
-/// A small deterministic generator, so that a failing run can be replayed from its seed.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn id(&mut self) -> Id {
-        Id::new(u128::from(self.next()) << 64 | u128::from(self.next()))
-    }
-}
-
-async fn ring(n: usize, rng: &mut SplitMix) -> Vec<PastryNode> {
-    let mut nodes: Vec<PastryNode> = Vec::new();
-    for i in 0..n {
-        let store = Store::new(StoreConfig::default()).expect("valid");
-        let node = Builder::new(Config::default())
-            .id(rng.id())
-            .seed(rng.next())
-            .application(STORE, Box::new(store))
-            .bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        if i == 0 {
-            node.bootstrap().await.expect("bootstrap");
-        } else {
-            let via = nodes[(rng.next() % i as u64) as usize].local_addr();
-            node.join(via).await.expect("join");
-        }
-        nodes.push(node);
-    }
-    nodes
-}
 
 /// Waits (up to five seconds) for the store's next event.
 async fn next_event(node: &PastryNode) -> StoreEvent {
@@ -66,7 +32,11 @@ async fn values_inserted_anywhere_are_found_everywhere_and_live_on_the_closest_n
     let seed = 0x5707e;
     println!("seed {seed}");
     let mut rng = SplitMix(seed);
-    let nodes = ring(12, &mut rng).await;
+    let nodes = ring(12, &mut rng, |b| {
+        let store = Store::new(StoreConfig::default()).expect("valid");
+        b.application(STORE, Box::new(store))
+    })
+    .await;
     let mut keys = Vec::new();
     for i in 0..40u64 {
         let key = rng.id();

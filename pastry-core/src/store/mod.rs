@@ -894,6 +894,35 @@ impl<A: Address> Store<A> {
         ctx.replica_set(key, self.k(ctx))
     }
 
+    /// Sends each node its list of (key, version) pairs, in messages made by `make` that
+    /// fit a payload.
+    fn send_digests(
+        &mut self,
+        ctx: &mut Context<'_, A>,
+        lists: BTreeMap<NodeHandle<A>, Vec<(Id, u64)>>,
+        make: fn(Vec<(Id, u64)>) -> StoreMsg<A>,
+    ) {
+        let per = codec::max_digest(ctx.max_payload());
+        for (to, entries) in lists {
+            for chunk in entries.chunks(per) {
+                self.send(ctx, &to, &make(chunk.to_vec()));
+            }
+        }
+    }
+
+    /// Sends `to` a list of keys, in messages made by `make` that fit a payload.
+    fn send_keys(
+        &mut self,
+        ctx: &mut Context<'_, A>,
+        to: &NodeHandle<A>,
+        keys: &[Id],
+        make: fn(Vec<Id>) -> StoreMsg<A>,
+    ) {
+        for chunk in keys.chunks(codec::max_keys(ctx.max_payload())) {
+            self.send(ctx, to, &make(chunk.to_vec()));
+        }
+    }
+
     /// Sends `msg` to `to`, or handles it here when `to` is this node.
     fn send(&mut self, ctx: &mut Context<'_, A>, to: &NodeHandle<A>, msg: &StoreMsg<A>) {
         if to.id == ctx.local().id {
@@ -1235,12 +1264,7 @@ impl<A: Address> Store<A> {
                 }
             }
         }
-        for keys in want.chunks(codec::max_keys(ctx.max_payload())) {
-            let msg = StoreMsg::Want {
-                keys: keys.to_vec(),
-            };
-            self.send(ctx, from, &msg);
-        }
+        self.send_keys(ctx, from, &want, |keys| StoreMsg::Want { keys });
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, A>, token: u64) {
@@ -1327,15 +1351,7 @@ impl<A: Address> Store<A> {
                 checks.entry(h).or_default().push((key, item.version));
             }
         }
-        let per = codec::max_digest(ctx.max_payload());
-        for (to, entries) in checks {
-            for chunk in entries.chunks(per) {
-                let msg = StoreMsg::Check {
-                    entries: chunk.to_vec(),
-                };
-                self.send(ctx, &to, &msg);
-            }
-        }
+        self.send_digests(ctx, checks, |entries| StoreMsg::Check { entries });
         let mut busy: BTreeSet<Id> = self
             .pending
             .values()
@@ -1393,12 +1409,7 @@ impl<A: Address> Store<A> {
                 missing.push((key, version));
             }
         }
-        for keys in held.chunks(codec::max_keys(ctx.max_payload())) {
-            let msg = StoreMsg::Held {
-                keys: keys.to_vec(),
-            };
-            self.send(ctx, from, &msg);
-        }
+        self.send_keys(ctx, from, &held, |keys| StoreMsg::Held { keys });
         self.on_have(ctx, from, &missing);
     }
 
@@ -1465,15 +1476,7 @@ impl<A: Address> Store<A> {
                 }
             }
         }
-        let per = codec::max_digest(ctx.max_payload());
-        for (to, entries) in digests {
-            for chunk in entries.chunks(per) {
-                let msg = StoreMsg::Have {
-                    entries: chunk.to_vec(),
-                };
-                self.send(ctx, &to, &msg);
-            }
-        }
+        self.send_digests(ctx, digests, |entries| StoreMsg::Have { entries });
     }
 
     /// Moves a value this node is no longer a replica of into its cache.
