@@ -756,7 +756,7 @@ impl<A: Address> Node<A> {
     /// ```
     /// use pastry_core::{Application, Context, Config, Id, Instant, Node, NodeError, RouteMessage};
     ///
-    /// /// Counts deliveries; its owner reads and resets the count.
+    /// /// Counts deliveries; its owner reads the count.
     /// #[derive(Default)]
     /// struct Counter { delivered: u32 }
     /// impl Application<u32> for Counter {
