@@ -36,6 +36,18 @@ fn ring(seed: u64, n: usize) -> Network {
     net
 }
 
+/// An empty network whose every node gets a store with `replicas` replicas.
+fn network_with_stores(seed: u64, replicas: u8) -> Network {
+    let mut net = Network::new(NetConfig::with_seed(seed));
+    net.on_spawn(Box::new(move |_, node| {
+        let mut cfg = StoreConfig::default();
+        cfg.replicas = replicas;
+        let store = Store::<Addr>::new(cfg).unwrap();
+        node.register(STORE, Box::new(store)).unwrap();
+    }));
+    net
+}
+
 fn with_store<R>(
     net: &mut Network,
     a: Addr,
@@ -589,13 +601,7 @@ fn values_too_large_to_be_answered_are_refused() {
 #[test]
 fn more_replicas_than_half_the_leaf_set_act_as_half() {
     let seed = 78;
-    let mut net = Network::new(NetConfig::with_seed(seed));
-    net.on_spawn(Box::new(|_, node| {
-        let mut cfg = StoreConfig::default();
-        cfg.replicas = 12;
-        let store = Store::<Addr>::new(cfg).unwrap();
-        node.register(STORE, Box::new(store)).unwrap();
-    }));
+    let mut net = network_with_stores(seed, 12);
     net.grow(60, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     let half = net.node_config().leaf_set_size / 2;
@@ -659,13 +665,7 @@ fn a_holder_that_new_nodes_cut_off_from_a_key_routes_the_value_back() {
 #[test]
 fn with_one_replica_a_node_that_joins_at_the_key_gets_the_value() {
     for seed in [80, 180, 280] {
-        let mut net = Network::new(NetConfig::with_seed(seed));
-        net.on_spawn(Box::new(|_, node| {
-            let mut cfg = StoreConfig::default();
-            cfg.replicas = 1;
-            let store = Store::<Addr>::new(cfg).unwrap();
-            node.register(STORE, Box::new(store)).unwrap();
-        }));
+        let mut net = network_with_stores(seed, 1);
         net.grow(40, Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         net.run_for(Duration::from_secs(30));
