@@ -48,6 +48,13 @@ fn network_with_stores(seed: u64, replicas: u8) -> Network {
     net
 }
 
+/// The store of a running node.
+fn store_of(net: &Network, a: Addr) -> &Store<Addr> {
+    net.node(a)
+        .and_then(|n| n.app::<Store<Addr>>(STORE))
+        .expect("a running node with a store")
+}
+
 fn with_store<R>(
     net: &mut Network,
     a: Addr,
@@ -203,14 +210,7 @@ fn values_follow_their_replica_sets_through_churn() {
         let routed: u64 = net
             .active_addrs()
             .iter()
-            .map(|a| {
-                net.node(*a)
-                    .unwrap()
-                    .app::<Store<Addr>>(STORE)
-                    .unwrap()
-                    .stats()
-                    .routed_handoffs
-            })
+            .map(|a| store_of(&net, *a).stats().routed_handoffs)
             .sum();
         println!(
             "seed {seed}: {extra} extra copies of {} keys after churn, {routed} routed hand-offs",
@@ -306,14 +306,7 @@ fn popular_keys_are_answered_from_copies_along_routes() {
         }
         let replica_hits: u64 = replicas
             .iter()
-            .map(|a| {
-                net.node(*a)
-                    .unwrap()
-                    .app::<Store<Addr>>(STORE)
-                    .unwrap()
-                    .stats()
-                    .replica_hits
-            })
+            .map(|a| store_of(&net, *a).stats().replica_hits)
             .sum();
         println!(
             "seed {seed}: 300 gets, {cached} from cached copies, {replica_hits} by the replicas"
@@ -406,7 +399,7 @@ fn strangers_cannot_plant_replicas_or_copies() {
         net.inject(target, forged + 2, plant(copy, Id::new(54321), 3));
         net.inject(target, forged + 3, plant(vec![1, 200, 3], Id::new(777), 4));
         net.run_for(Duration::from_secs(10));
-        let s = net.node(target).unwrap().app::<Store<Addr>>(STORE).unwrap();
+        let s = store_of(&net, target);
         assert_eq!(s.replica(key), None, "seed {seed}");
         assert_eq!(s.cached_len(), 0, "seed {seed}");
         assert_eq!(
@@ -483,12 +476,7 @@ fn forged_answers_confirmations_and_asks_change_nothing() {
         .unwrap()
         .handle
         .clone();
-    let before = *net
-        .node(holder)
-        .unwrap()
-        .app::<Store<Addr>>(STORE)
-        .unwrap()
-        .stats();
+    let before = *store_of(&net, holder).stats();
     let held = StoreMsg::<Addr>::Held { keys: vec![key] };
     net.inject(holder, forged, direct(member.id, 300, &held));
     let fallback = StoreMsg::<Addr>::GetFallback {
@@ -504,12 +492,7 @@ fn forged_answers_confirmations_and_asks_change_nothing() {
     };
     net.inject(holder, member.addr, direct(member.id, 302, &want));
     net.run_for(Duration::from_secs(10));
-    let after = net
-        .node(holder)
-        .unwrap()
-        .app::<Store<Addr>>(STORE)
-        .unwrap()
-        .stats();
+    let after = store_of(&net, holder).stats();
     assert_eq!(
         after.rejected - before.rejected,
         2,
@@ -656,7 +639,7 @@ fn a_holder_that_new_nodes_cut_off_from_a_key_routes_the_value_back() {
         "seed {seed}"
     );
     net.run_for(StoreConfig::default().refresh_period * 2 + Duration::from_secs(60));
-    let s = net.node(x).unwrap().app::<Store<Addr>>(STORE).unwrap();
+    let s = store_of(&net, x);
     assert!(s.replica(key).is_none(), "seed {seed}: still held");
     assert!(s.stats().routed_handoffs >= 1, "seed {seed}");
     assert_on_closest(&net, seed, &[key], K);
