@@ -160,6 +160,14 @@ pub trait Application<A: Address>: Send + Any {
     fn timer(&mut self, ctx: &mut Context<'_, A>, token: u64) {
         let _ = (ctx, token);
     }
+
+    /// A direct message sent under this application's id ([`Context::send_direct`], or
+    /// [`crate::Node::send_direct`] with this id) was not acknowledged by `to` after its
+    /// retransmissions, or could not be sent at all: `to` is probably gone. The owner sees
+    /// the same failure as [`crate::Event::SendFailed`].
+    fn send_failed(&mut self, ctx: &mut Context<'_, A>, id: MessageId, to: &NodeHandle<A>) {
+        let _ = (ctx, id, to);
+    }
 }
 
 /// What an application can see and do during an upcall.

@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pastry_core::{Application, Context, Forward, Id, LeafChange, NodeHandle, RouteMessage};
+use pastry_core::{
+    Application, Context, Forward, Id, LeafChange, MessageId, NodeHandle, RouteMessage,
+};
 use pastry_sim::{Addr, NetConfig, Network};
 
 const APP: u16 = 7;
@@ -22,6 +24,8 @@ struct Log {
     directs: Vec<(Id, Id, Vec<u8>)>,
     /// (node, token) per timer.
     timers: Vec<(Id, u64)>,
+    /// (node, message, destination) per unacknowledged direct message.
+    failed: Vec<(Id, MessageId, Id)>,
 }
 
 /// Appends the forwarding node's address to every payload; stops payloads starting with
@@ -93,6 +97,11 @@ impl Application<Addr> for Tracer {
     fn timer(&mut self, ctx: &mut Context<'_, Addr>, token: u64) {
         let me = ctx.local().id;
         self.log.lock().unwrap().timers.push((me, token));
+    }
+
+    fn send_failed(&mut self, ctx: &mut Context<'_, Addr>, id: MessageId, to: &NodeHandle<Addr>) {
+        let me = ctx.local().id;
+        self.log.lock().unwrap().failed.push((me, id, to.id));
     }
 }
 
@@ -214,6 +223,35 @@ fn upcalls_can_route_send_directly_and_arm_timers() {
     );
     assert_eq!(l.directs, vec![(net.id(from), root, b"hello".to_vec())]);
     assert_eq!(l.timers, vec![(root, 42)]);
+}
+
+/// A direct message to a node that died is reported to the application that sent it; one to a
+/// live node is not.
+#[test]
+fn send_failed_reports_a_direct_message_nobody_acknowledged() {
+    let (mut net, log) = ring_with_tracers(65, 30);
+    let nodes = net.active_addrs();
+    let (from, live, dead) = (nodes[2], nodes[11], nodes[17]);
+    let handle = |net: &Network, a: Addr| NodeHandle::new(net.id(a), a);
+    let (to_live, to_dead) = (handle(&net, live), handle(&net, dead));
+    net.kill(dead);
+    let ids = net
+        .act(from, |node, now| {
+            node.with_app::<Tracer, _>(now, APP, |_, ctx| {
+                let a = ctx.send_direct(to_live.clone(), b"hi".to_vec()).unwrap();
+                let b = ctx.send_direct(to_dead.clone(), b"hi".to_vec()).unwrap();
+                (a, b)
+            })
+        })
+        .unwrap()
+        .unwrap();
+    net.run_for(Duration::from_secs(120));
+    let l = log.lock().unwrap();
+    assert_eq!(l.failed, vec![(net.id(from), ids.1, net.id(dead))]);
+    assert!(
+        l.directs
+            .contains(&(net.id(live), net.id(from), b"hi".to_vec()))
+    );
 }
 
 #[test]

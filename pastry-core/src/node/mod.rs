@@ -566,6 +566,9 @@ pub(crate) struct Core<A: Address> {
     transmits: VecDeque<Transmit<A>>,
     events: VecDeque<Event<A>>,
     pub(crate) app_actions: VecDeque<AppAction<A>>,
+    /// Direct messages of registered applications that were not acknowledged, to report to
+    /// their application ([`Application::send_failed`]) once the input is handled.
+    failed_directs: VecDeque<(u16, MessageId, NodeHandle<A>)>,
     in_flight: Map<u32, routing::InFlight<A>>,
     next_seq: u32,
     next_msg_seq: u32,
@@ -657,6 +660,7 @@ impl<A: Address> Node<A> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             app_actions: VecDeque::new(),
+            failed_directs: VecDeque::new(),
             in_flight: new_map(),
             next_seq: 1,
             next_msg_seq: 1,
@@ -981,22 +985,44 @@ impl<A: Address> Node<A> {
 
     fn after_input(&mut self, now: Instant) {
         self.core.compact_timers();
-        while let Some(action) = self.core.app_actions.pop_front() {
-            match action {
-                AppAction::Route {
-                    id,
+        // An application told of a failed send may send again, and that send may fail at
+        // once (too many messages in flight): the reports handled per input are bounded, the
+        // rest wait for the next input.
+        let mut reports = self.core.cfg.max_in_flight;
+        loop {
+            while let Some(action) = self.core.app_actions.pop_front() {
+                match action {
+                    AppAction::Route {
+                        id,
+                        app,
+                        key,
+                        payload,
+                    } => self
+                        .core
+                        .route_new(now, &mut self.apps, id, app, key, payload),
+                    AppAction::Direct {
+                        id,
+                        app,
+                        to,
+                        payload,
+                    } => self.core.send_direct(now, id, app, to, payload),
+                }
+            }
+            if reports == 0 {
+                break;
+            }
+            let Some((app, id, to)) = self.core.failed_directs.pop_front() else {
+                break;
+            };
+            reports -= 1;
+            if let Some(slot) = self.apps.iter().position(|s| s.id == app) {
+                let mut ctx = Context {
+                    core: &mut self.core,
                     app,
-                    key,
-                    payload,
-                } => self
-                    .core
-                    .route_new(now, &mut self.apps, id, app, key, payload),
-                AppAction::Direct {
-                    id,
-                    app,
-                    to,
-                    payload,
-                } => self.core.send_direct(now, id, app, to, payload),
+                    slot,
+                    now,
+                };
+                self.apps[slot].app.send_failed(&mut ctx, id, &to);
             }
         }
     }

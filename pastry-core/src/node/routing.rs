@@ -382,6 +382,13 @@ impl<A: Address> Core<A> {
         self.send_flight(now, to, FlightKind::Route { msg, via });
     }
 
+    /// A direct message was not acknowledged: the owner hears of it as an event, the
+    /// application that sent it through [`crate::Application::send_failed`].
+    fn direct_failed(&mut self, app: u16, id: MessageId, to: NodeHandle<A>) {
+        self.failed_directs.push_back((app, id, to.clone()));
+        self.event(Event::SendFailed { id, to });
+    }
+
     pub(crate) fn send_direct(
         &mut self,
         now: Instant,
@@ -391,7 +398,7 @@ impl<A: Address> Core<A> {
         payload: Vec<u8>,
     ) {
         if self.in_flight.len() >= self.cfg.max_in_flight {
-            self.event(Event::SendFailed { id, to });
+            self.direct_failed(app, id, to);
             return;
         }
         self.send_flight(now, to, FlightKind::Direct { id, app, payload });
@@ -574,7 +581,7 @@ impl<A: Address> Core<A> {
         Self::trim(&mut self.in_flight);
         match f.kind {
             FlightKind::Route { msg, .. } => self.process_route(now, apps, msg, false, None),
-            FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
+            FlightKind::Direct { id, app, .. } => self.direct_failed(app, id, f.to),
             FlightKind::Leave => self.check_leave_done(now),
         }
     }
@@ -587,7 +594,7 @@ impl<A: Address> Core<A> {
         };
         match f.kind {
             FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::Overloaded),
-            FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
+            FlightKind::Direct { id, app, .. } => self.direct_failed(app, id, f.to),
             FlightKind::Leave => {}
         }
     }
@@ -618,7 +625,7 @@ impl<A: Address> Core<A> {
         for (_, f) in flights {
             match f.kind {
                 FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::NodeLeft),
-                FlightKind::Direct { id, .. } => self.event(Event::SendFailed { id, to: f.to }),
+                FlightKind::Direct { id, app, .. } => self.direct_failed(app, id, f.to),
                 FlightKind::Leave => {}
             }
         }
