@@ -96,6 +96,7 @@ mod app;
 mod config;
 mod id;
 mod leafset;
+pub mod multicast;
 mod node;
 mod peer;
 mod route;
