@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
+use pastry_core::multicast::{Multicast, MulticastConfig, MulticastMsg};
 use pastry_core::store::{Store, StoreConfig, StoreMsg};
 use pastry_core::wire::{Datagram, LeafSetMsg, Message};
 use pastry_core::{Config, Event, Id, Instant, Node, NodeHandle, invariants};
@@ -34,6 +35,13 @@ pub fn decode(data: &[u8]) {
     }
     if let Ok(m) = StoreMsg::<SocketAddr>::decode(data) {
         assert_eq!(m.encode(), data, "re-encoding a store message is not exact");
+    }
+    if let Ok(m) = MulticastMsg::decode(data) {
+        assert_eq!(
+            m.encode(),
+            data,
+            "re-encoding a multicast message is not exact"
+        );
     }
     for max in [1400usize, 65_507] {
         if let Ok(d) = Datagram::<u32>::decode(data, max) {
@@ -243,17 +251,17 @@ pub enum NodeStep {
     },
     /// The application leaves the overlay.
     Leave_,
-    /// A message of the store (registered under [`STORE_APP`]) from a peer, routed to a key
-    /// or sent directly.
-    Store {
+    /// A message of an application (the store under [`STORE_APP`], multicast under
+    /// [`MULTICAST_APP`]) from a peer, routed to a key or sent directly.
+    App {
         /// Sender.
         peer: u8,
         /// Its message number (the node drops repeats of one number from one sender).
         seq: u16,
         /// `Some(key)`: routed to that key (the node delivers or forwards it); `None`: direct.
         routed: Option<u128>,
-        /// The store message.
-        msg: StoreMsg<Addr>,
+        /// The message.
+        msg: AppMsg,
     },
     /// The owner calls the store: an insert of `len` bytes, or a get.
     StoreCall {
@@ -264,10 +272,46 @@ pub enum NodeStep {
         /// Value length.
         len: u16,
     },
+    /// The owner calls multicast: subscribe, unsubscribe, or publish `len` bytes.
+    MulticastCall {
+        /// Group.
+        group: u128,
+        /// 0 subscribe, 1 unsubscribe, anything else publish.
+        op: u8,
+        /// Payload length.
+        len: u16,
+    },
+}
+
+/// A message of one of the node target's applications.
+#[derive(Arbitrary, Debug)]
+pub enum AppMsg {
+    /// For the store.
+    Store(StoreMsg<Addr>),
+    /// For multicast.
+    Multicast(MulticastMsg),
+}
+
+impl AppMsg {
+    fn app(&self) -> u16 {
+        match self {
+            AppMsg::Store(_) => STORE_APP,
+            AppMsg::Multicast(_) => MULTICAST_APP,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            AppMsg::Store(m) => m.encode(),
+            AppMsg::Multicast(m) => m.encode(),
+        }
+    }
 }
 
 /// The application id the node target registers a [`Store`] under.
 pub const STORE_APP: u16 = 2;
+/// The application id the node target registers [`Multicast`] under.
+pub const MULTICAST_APP: u16 = 3;
 
 impl NodeStep {
     /// The datagram this step delivers to the node, if it is one: (from, bytes).
@@ -327,7 +371,7 @@ impl NodeStep {
                     },
                 }),
             ),
-            NodeStep::Store {
+            NodeStep::App {
                 peer,
                 seq,
                 routed,
@@ -342,14 +386,14 @@ impl NodeStep {
                         key: Id::new(*key),
                         hops: 1,
                         body: RouteBody::App {
-                            app: STORE_APP,
+                            app: msg.app(),
                             payload: msg.encode(),
                         },
                     }),
                     None => Message::Direct {
                         seq: u32::from(*seq),
                         msg_seq: u32::from(*seq),
-                        app: STORE_APP,
+                        app: msg.app(),
                         payload: msg.encode(),
                     },
                 },
@@ -516,7 +560,17 @@ pub fn run_node(input: &NodeInput) {
     store_cfg.refresh_period = Duration::from_secs(5);
     let store = Store::<Addr>::new(store_cfg).expect("a valid store configuration");
     node.register(STORE_APP, Box::new(store))
-        .expect("one application");
+        .expect("the store registers");
+    let mut multicast_cfg = MulticastConfig::default();
+    multicast_cfg.max_groups = 8;
+    multicast_cfg.max_children = 4;
+    multicast_cfg.recent_messages = 4;
+    multicast_cfg.max_events = 8;
+    multicast_cfg.refresh_period = Duration::from_secs(5);
+    multicast_cfg.child_timeout = Duration::from_secs(12);
+    let multicast = Multicast::<Addr>::new(multicast_cfg).expect("a valid multicast configuration");
+    node.register(MULTICAST_APP, Box::new(multicast))
+        .expect("multicast registers");
     if input.join {
         node.join(now, peer_addr(0)).expect("a new node joins");
     } else {
@@ -559,6 +613,12 @@ pub fn run_node(input: &NodeInput) {
         let store = node.app::<Store<Addr>>(STORE_APP).expect("registered");
         if let Err(v) = store.check_invariants() {
             panic!("store: {v}");
+        }
+        let multicast = node
+            .app::<Multicast<Addr>>(MULTICAST_APP)
+            .expect("registered");
+        if let Err(v) = multicast.check_invariants() {
+            panic!("multicast: {v}");
         }
     };
     drain(&mut node, &mut probes, &mut flights);
@@ -623,6 +683,32 @@ pub fn run_node(input: &NodeInput) {
                 });
                 while node
                     .with_app(now, STORE_APP, |s: &mut Store<Addr>, _| s.poll_event())
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {}
+            }
+            NodeStep::MulticastCall { group, op, len } => {
+                let group = Id::new(*group);
+                let _ = node.with_app(
+                    now,
+                    MULTICAST_APP,
+                    |m: &mut Multicast<Addr>, ctx| match op {
+                        0 => m.subscribe(ctx, group),
+                        1 => {
+                            m.unsubscribe(ctx, group);
+                            Ok(())
+                        }
+                        _ => {
+                            let len = usize::from(*len).min(Multicast::<Addr>::max_payload(ctx));
+                            m.publish(ctx, group, vec![6; len]).map(|_| ())
+                        }
+                    },
+                );
+                while node
+                    .with_app(now, MULTICAST_APP, |m: &mut Multicast<Addr>, _| {
+                        m.poll_event()
+                    })
                     .ok()
                     .flatten()
                     .is_some()

@@ -256,6 +256,8 @@ pub struct MulticastStats {
     pub duplicates: u64,
     /// Joins this node routed (first ones, retries and repairs).
     pub joins: u64,
+    /// Refresh messages sent to parents.
+    pub refreshes: u64,
     /// Joins after the parent failed, left or dropped this node, or a loop was found.
     pub repairs: u64,
     /// Children adopted (or adopted again).
@@ -546,19 +548,15 @@ impl<A: Address> Multicast<A> {
         let _ = ctx.send_direct(to.clone(), msg.encode());
     }
 
-    /// Sends `to` one or more messages naming `groups`, made by `make`, each fitting a
-    /// payload.
-    fn send_groups(
-        &mut self,
-        ctx: &mut Context<'_, A>,
-        to: &NodeHandle<A>,
-        groups: Vec<Id>,
-        make: fn(Vec<Id>) -> MulticastMsg,
-    ) {
+    /// Tells parent `to` that this node is still its child in `groups`, in as many messages
+    /// as they take; returns how many.
+    fn refresh(&mut self, ctx: &mut Context<'_, A>, to: &NodeHandle<A>, groups: &[Id]) -> usize {
         let per = codec::max_groups(ctx.max_payload());
         for chunk in groups.chunks(per) {
-            self.send(ctx, to, &make(chunk.to_vec()));
+            let groups = chunk.to_vec();
+            self.send(ctx, to, &MulticastMsg::Refresh { groups });
         }
+        groups.len().div_ceil(per)
     }
 
     fn leave(&mut self, ctx: &mut Context<'_, A>, to: &NodeHandle<A>, group: Id) {
@@ -933,9 +931,8 @@ impl<A: Address> Multicast<A> {
                 .filter(|g| self.groups.contains_key(g))
                 .collect();
             if !groups.is_empty() {
-                self.send_groups(ctx, &parent, groups, |groups| MulticastMsg::Refresh {
-                    groups,
-                });
+                let sent = self.refresh(ctx, &parent, &groups);
+                self.stats.refreshes += sent as u64;
             }
         }
     }
