@@ -308,8 +308,10 @@ fn unsubscribing_prunes_the_tree() {
     assert_trees(&net, seed, &rest);
 }
 
-/// Under churn (ten-minute sessions) messages keep reaching the members that stay, and once
-/// churn stops every live member gets every message.
+/// Under churn (ten-minute sessions) at least 94 % of the messages reach the members that
+/// stay (97.2 % with this seed; a member misses what is published while a dead ancestor is
+/// found and its branch re-attached, about ten seconds each time), no member gets one twice,
+/// and once churn stops every live member gets every message.
 #[test]
 fn trees_follow_churn() {
     let seed = 10;
@@ -483,4 +485,46 @@ fn strangers_cannot_feed_or_cut_a_tree() {
     net.run_for(Duration::from_secs(10));
     let got = received(&mut net);
     assert_delivered(&net, seed, &members, &sent, &got);
+}
+
+/// A child finds its parent dead by the parent's silence to its refresh (the parent is not in
+/// its leaf set, so nothing else tells it) and re-attaches within a refresh period and a few
+/// retransmissions, long before the parent's own child timeout would matter.
+#[test]
+fn an_unanswered_refresh_makes_a_child_join_again() {
+    for seed in [12u64, 13, 14] {
+        println!("seed {seed}");
+        let mut net = ring(seed, 300);
+        let members = subscribe(&mut net, 10, 15);
+        net.run_for(Duration::from_secs(20));
+        let by_id: BTreeMap<Id, Addr> = running(&net).iter().map(|a| (net.id(*a), *a)).collect();
+        // A member whose parent is not a leaf-set member of it, nor the group's root.
+        let (g, member, parent) = members
+            .iter()
+            .flat_map(|(g, set)| set.iter().map(move |m| (*g, *m)))
+            .find_map(|(g, m)| {
+                let p = mc_of(&net, m).parent(g)?.clone();
+                let in_leaf = net.node(m).unwrap().leaf_set().contains(p.id);
+                let pa = by_id[&p.id];
+                (!in_leaf && !mc_of(&net, pa).is_root(g)).then_some((g, m, pa))
+            })
+            .expect("such a member");
+        net.kill(parent);
+        let repairs = mc_of(&net, member).stats().repairs;
+        net.run_for(Duration::from_secs(35));
+        let now_parent = mc_of(&net, member).parent(g).map(|p| p.id);
+        assert!(
+            now_parent.is_some() && now_parent != Some(net.id(parent)),
+            "seed {seed}: {member} re-attached ({now_parent:?})"
+        );
+        assert!(mc_of(&net, member).stats().repairs > repairs, "seed {seed}");
+        let _ = received(&mut net);
+        let sent = publish(&mut net, [g], 1);
+        net.run_for(Duration::from_secs(5));
+        let got = received(&mut net);
+        assert!(
+            got.get(&member).is_some_and(|v| v.contains(&sent[0])),
+            "seed {seed}: the re-attached member gets the next message"
+        );
+    }
 }
