@@ -213,6 +213,7 @@ fn main() {
     // When each member was first seen gone (checked every tick).
     let mut gone: HashMap<Addr, Instant> = HashMap::new();
     let direct_before = net.datagrams_by_type().get("direct").copied().unwrap_or(0);
+    let route_before = net.datagrams_by_type().get("route").copied().unwrap_or(0);
     let group_ids: Vec<Id> = {
         let mut v: Vec<Id> = members.keys().copied().collect();
         v.sort_unstable();
@@ -281,6 +282,7 @@ fn main() {
     }
     net.run_until(end);
     let direct = net.datagrams_by_type().get("direct").copied().unwrap_or(0) - direct_before;
+    let route = net.datagrams_by_type().get("route").copied().unwrap_or(0) - route_before;
     net.run_for(Duration::from_secs(30));
     collect(&mut net, &mut got);
     for set in members.values() {
@@ -324,22 +326,26 @@ fn main() {
         sent.len(),
         100.0 * delivered as f64 / expected.max(1) as f64
     );
-    let (mut joins, mut repairs, mut refreshes, mut forwarded) = (0u64, 0u64, 0u64, 0u64);
+    let (mut joins, mut repairs, mut realigned) = (0u64, 0u64, 0u64);
+    let (mut refreshes, mut forwarded) = (0u64, 0u64);
     for a in net.addrs().filter(|a| running(&net, *a)) {
         let s = mc(&net, a).stats();
         joins += s.joins;
         repairs += s.repairs;
+        realigned += s.realigned;
         refreshes += s.refreshes;
         forwarded += s.forwarded;
     }
     println!(
-        "on the nodes running at the end: {joins} joins ({repairs} repairs), {refreshes} \
-         refreshes, {forwarded} copies forwarded"
+        "on the nodes running at the end: {joins} joins ({repairs} repairs, {realigned} moves to \
+         a new parent), {refreshes} refreshes, {forwarded} copies forwarded"
     );
     println!(
-        "direct datagrams (multicast data, refreshes, adoptions, paths, leaves): {:.3} per node \
-         per second",
-        direct as f64 / node_seconds.max(1.0)
+        "datagrams per node per second: {:.3} direct (multicast data, refreshes, adoptions, \
+         paths, leaves), {:.3} routed (joins and publishes hop by hop, and the overlay's own \
+         joins); the core acknowledges each with one more",
+        direct as f64 / node_seconds.max(1.0),
+        route as f64 / node_seconds.max(1.0)
     );
     trees(&net, &members, "after churn");
 }

@@ -22,6 +22,11 @@
 //!   [`MulticastConfig::child_timeout`]. A root that sees a node closer to the group's id
 //!   join its leaf set joins the tree under it, so the tree follows the root as nodes join
 //!   and fail.
+//! - **Realignment.** Every [`MulticastConfig::realign_period`] a node with a parent sends
+//!   its join again, keeping the parent until the answer, and moves to the node that adopts
+//!   it if that is another: routes change as nodes come and go, and a tree that kept every
+//!   old edge (a former root above the new one, a branch grafted onto a deep node during a
+//!   repair) would grow deeper than the routes.
 //! - **Unsubscribe** leaves the tree once the node has no children; a forwarder with no
 //!   children left does the same, so branches nobody listens on are pruned.
 //!
@@ -110,6 +115,10 @@ pub struct MulticastConfig {
     pub child_timeout: Duration,
     /// How long a join waits to be adopted before it is sent again.
     pub join_timeout: Duration,
+    /// How often a node joins again along its current route while it has a parent, and
+    /// moves to the node that adopts it: routes change as nodes come and go, and a tree
+    /// that kept every old edge would grow deeper than the routes.
+    pub realign_period: Duration,
     /// Messages remembered per group, to pass each on once.
     pub recent_messages: usize,
     /// Most events waiting for [`Multicast::poll_event`]; the oldest are dropped beyond it.
@@ -124,6 +133,7 @@ impl Default for MulticastConfig {
             refresh_period: Duration::from_secs(20),
             child_timeout: Duration::from_secs(50),
             join_timeout: Duration::from_secs(15),
+            realign_period: Duration::from_secs(300),
             recent_messages: 64,
             max_events: 4096,
         }
@@ -160,6 +170,7 @@ impl MulticastConfig {
             ("max_children", self.max_children == 0),
             ("refresh_period", self.refresh_period.is_zero()),
             ("join_timeout", self.join_timeout.is_zero()),
+            ("realign_period", self.realign_period.is_zero()),
             ("recent_messages", self.recent_messages == 0),
             ("max_events", self.max_events == 0),
         ];
@@ -170,6 +181,7 @@ impl MulticastConfig {
             ("refresh_period", self.refresh_period),
             ("child_timeout", self.child_timeout),
             ("join_timeout", self.join_timeout),
+            ("realign_period", self.realign_period),
         ];
         if let Some((name, _)) = long.iter().find(|(_, d)| *d > crate::MAX_DURATION) {
             return Err(MulticastConfigError::TooLong(name));
@@ -254,12 +266,14 @@ pub struct MulticastStats {
     pub forwarded: u64,
     /// Messages that reached this node again and were not passed on.
     pub duplicates: u64,
-    /// Joins this node routed (first ones, retries and repairs).
+    /// Joins this node routed (first ones, retries, repairs and realignments).
     pub joins: u64,
     /// Refresh messages sent to parents.
     pub refreshes: u64,
     /// Joins after the parent failed, left or dropped this node, or a loop was found.
     pub repairs: u64,
+    /// Parents changed for the node that adopted a join sent again along the current route.
+    pub realigned: u64,
     /// Children adopted (or adopted again).
     pub adopted: u64,
     /// Children dropped: they left, failed or stopped refreshing.
@@ -280,8 +294,13 @@ pub struct MulticastStats {
 enum Up<A> {
     /// This node is the root.
     Root,
-    /// Adopted by `node`.
-    Parent { node: NodeHandle<A> },
+    /// Adopted by `node`. `since` is when the node last joined along its current route;
+    /// `realign` the number of a join sent again since, not yet answered.
+    Parent {
+        node: NodeHandle<A>,
+        since: Instant,
+        realign: Option<u32>,
+    },
     /// A join with this number is on its way since `since`.
     Joining { nonce: u32, since: Instant },
 }
@@ -631,7 +650,7 @@ impl<A: Address> Multicast<A> {
         let member = g.member;
         match old {
             Up::Root => return,
-            Up::Parent { node } => self.leave(ctx, &node, group),
+            Up::Parent { node, .. } => self.leave(ctx, &node, group),
             Up::Joining { .. } => {
                 if member {
                     self.push_event(MulticastEvent::Attached { group });
@@ -751,7 +770,7 @@ impl<A: Address> Multicast<A> {
             return;
         }
         if let Some(Group {
-            up: Up::Parent { node },
+            up: Up::Parent { node, .. },
             ..
         }) = self.groups.remove(&group)
         {
@@ -772,7 +791,7 @@ impl<A: Address> Multicast<A> {
             let before = g.children.len();
             g.children.retain(|c| !same(&c.node));
             self.stats.children_dropped += (before - g.children.len()) as u64;
-            if matches!(&g.up, Up::Parent { node: p } if same(p)) {
+            if matches!(&g.up, Up::Parent { node: p, .. } if same(p)) {
                 self.repair(ctx, group);
             }
             self.prune(ctx, group);
@@ -783,29 +802,57 @@ impl<A: Address> Multicast<A> {
         let me = ctx.local().id;
         match msg {
             MulticastMsg::Adopted { group, nonce, path } => {
+                let now = ctx.now();
                 let Some(g) = self.groups.get_mut(&group) else {
                     self.stats.rejected += 1;
                     self.leave(ctx, from, group);
                     return;
                 };
-                match g.up {
-                    Up::Joining { nonce: n, .. } if n == nonce => {
-                        if closes_loop(&path, me) || g.children.iter().any(|c| c.node.id == from.id)
-                        {
+                let loops =
+                    closes_loop(&path, me) || g.children.iter().any(|c| c.node.id == from.id);
+                match &mut g.up {
+                    Up::Joining { nonce: n, .. } if *n == nonce => {
+                        if loops {
                             // Our own descendant adopted us: a loop. The join is sent again
                             // at its timeout, and by then the descendant knows its path.
                             self.stats.rejected += 1;
                             self.leave(ctx, from, group);
                             return;
                         }
-                        g.up = Up::Parent { node: from.clone() };
+                        g.up = Up::Parent {
+                            node: from.clone(),
+                            since: now,
+                            realign: None,
+                        };
                         if g.member {
                             self.push_event(MulticastEvent::Attached { group });
                         }
                         self.set_path(ctx, group, path);
                     }
+                    Up::Parent {
+                        node,
+                        since,
+                        realign,
+                    } if *realign == Some(nonce) => {
+                        *realign = None;
+                        *since = now;
+                        if node == from {
+                            return;
+                        }
+                        if loops {
+                            self.stats.rejected += 1;
+                            self.leave(ctx, from, group);
+                            return;
+                        }
+                        // The route to the root changed: the first tree node on it now is
+                        // the parent.
+                        let old = core::mem::replace(node, from.clone());
+                        self.stats.realigned += 1;
+                        self.leave(ctx, &old, group);
+                        self.set_path(ctx, group, path);
+                    }
                     // A join sent again was adopted by the same parent.
-                    Up::Parent { ref node } if node == from => {}
+                    Up::Parent { node, .. } if node == from => {}
                     _ => {
                         self.stats.rejected += 1;
                         self.leave(ctx, from, group);
@@ -902,13 +949,27 @@ impl<A: Address> Multicast<A> {
             g.children
                 .retain(|c| now.saturating_duration_since(c.heard) <= timeout);
             self.stats.children_dropped += (before - g.children.len()) as u64;
-            match &g.up {
-                Up::Parent { node } => {
+            match &mut g.up {
+                Up::Parent {
+                    node,
+                    since,
+                    realign,
+                } => {
                     refresh
                         .entry(node.id)
                         .or_insert_with(|| (node.clone(), Vec::new()))
                         .1
                         .push(group);
+                    if now.saturating_duration_since(*since) >= self.cfg.realign_period {
+                        // Join again along today's route, keeping the parent until the
+                        // answer: routes change as nodes come and go, and a tree that kept
+                        // every old edge would grow deep.
+                        let nonce = ctx.unguessable();
+                        *since = now;
+                        *realign = Some(nonce);
+                        self.stats.joins += 1;
+                        let _ = ctx.route(group, MulticastMsg::Join { group, nonce }.encode());
+                    }
                 }
                 Up::Joining { since, .. } => {
                     if now.saturating_duration_since(*since) >= self.cfg.join_timeout {
