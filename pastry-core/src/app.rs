@@ -5,7 +5,7 @@ use core::any::Any;
 use core::time::Duration;
 
 use crate::node::{AppAction, Core};
-use crate::{Address, Id, Instant, LeafSet, NodeHandle, RouteError, RoutingTable};
+use crate::{Address, Id, Instant, LeafSet, NodeHandle, RouteError, RoutingTable, SendFailure};
 
 /// Names a routed or direct message: the originating node's id and its sequence number.
 /// ```
@@ -162,11 +162,31 @@ pub trait Application<A: Address>: Send + Any {
     }
 
     /// A direct message sent under this application's id ([`Context::send_direct`], or
-    /// [`crate::Node::send_direct`] with this id) was not acknowledged by `to` after its
-    /// retransmissions, or could not be sent at all: `to` is probably gone. The owner sees
-    /// the same failure as [`crate::Event::SendFailed`].
-    fn send_failed(&mut self, ctx: &mut Context<'_, A>, id: MessageId, to: &NodeHandle<A>) {
-        let _ = (ctx, id, to);
+    /// [`crate::Node::send_direct`] with this id) did not reach `to`, for the reason `why`:
+    /// only [`SendFailure::Unacknowledged`] says `to` is probably gone. The owner sees the
+    /// same failure as [`crate::Event::SendFailed`].
+    ///
+    /// ```
+    /// use pastry_core::{Application, Context, MessageId, NodeHandle, RouteMessage, SendFailure};
+    /// /// Forgets peers that stop acknowledging.
+    /// struct Peers(Vec<NodeHandle<u32>>);
+    /// impl Application<u32> for Peers {
+    ///     fn deliver(&mut self, _: &mut Context<'_, u32>, _: RouteMessage<u32>) {}
+    ///     fn send_failed(&mut self, _: &mut Context<'_, u32>, _: MessageId, to: &NodeHandle<u32>, why: SendFailure) {
+    ///         if why == SendFailure::Unacknowledged {
+    ///             self.0.retain(|p| p != to);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn send_failed(
+        &mut self,
+        ctx: &mut Context<'_, A>,
+        id: MessageId,
+        to: &NodeHandle<A>,
+        why: SendFailure,
+    ) {
+        let _ = (ctx, id, to, why);
     }
 }
 

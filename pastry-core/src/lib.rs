@@ -118,7 +118,7 @@ pub use id::{Id, ParseIdError};
 pub use leafset::{LeafSet, Side};
 pub use node::{
     Counters, Event, LookupId, Memory, Node, NodeError, ProbePurposes, RouteError, RouteFailure,
-    Transmit,
+    SendFailure, Transmit,
 };
 pub use peer::{Peer, Rtt};
 pub use route::{NextHop, Via, next_hop};

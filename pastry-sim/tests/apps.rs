@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pastry_core::{
-    Application, Context, Forward, Id, LeafChange, MessageId, NodeHandle, RouteMessage,
+    Application, Context, Forward, Id, LeafChange, MessageId, NodeHandle, RouteMessage, SendFailure,
 };
 use pastry_sim::{Addr, NetConfig, Network};
 
@@ -24,8 +24,8 @@ struct Log {
     directs: Vec<(Id, Id, Vec<u8>)>,
     /// (node, token) per timer.
     timers: Vec<(Id, u64)>,
-    /// (node, message, destination) per unacknowledged direct message.
-    failed: Vec<(Id, MessageId, Id)>,
+    /// (node, message, destination, why) per direct message that did not arrive.
+    failed: Vec<(Id, MessageId, Id, SendFailure)>,
 }
 
 /// Appends the forwarding node's address to every payload; stops payloads starting with
@@ -99,9 +99,15 @@ impl Application<Addr> for Tracer {
         self.log.lock().unwrap().timers.push((me, token));
     }
 
-    fn send_failed(&mut self, ctx: &mut Context<'_, Addr>, id: MessageId, to: &NodeHandle<Addr>) {
+    fn send_failed(
+        &mut self,
+        ctx: &mut Context<'_, Addr>,
+        id: MessageId,
+        to: &NodeHandle<Addr>,
+        why: SendFailure,
+    ) {
         let me = ctx.local().id;
-        self.log.lock().unwrap().failed.push((me, id, to.id));
+        self.log.lock().unwrap().failed.push((me, id, to.id, why));
     }
 }
 
@@ -247,7 +253,15 @@ fn send_failed_reports_a_direct_message_nobody_acknowledged() {
         .unwrap();
     net.run_for(Duration::from_secs(120));
     let l = log.lock().unwrap();
-    assert_eq!(l.failed, vec![(net.id(from), ids.1, net.id(dead))]);
+    assert_eq!(
+        l.failed,
+        vec![(
+            net.id(from),
+            ids.1,
+            net.id(dead),
+            SendFailure::Unacknowledged
+        )]
+    );
     assert!(
         l.directs
             .contains(&(net.id(live), net.id(from), b"hi".to_vec()))

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pastry_core::multicast::{Multicast, MulticastConfig, MulticastEvent, MulticastMsg};
-use pastry_core::wire::{Datagram, Message};
-use pastry_core::{Context, Id};
+use pastry_core::wire::{Datagram, Message, RouteBody, RouteMsg, encode_route};
+use pastry_core::{Context, Id, NodeHandle};
 use pastry_sim::churn::{Churn, ChurnRun};
 use pastry_sim::{Addr, NetConfig, Network, NodeState};
 
@@ -533,4 +533,176 @@ fn an_unanswered_refresh_makes_a_child_join_again() {
             "seed {seed}: the re-attached member gets the next message"
         );
     }
+}
+
+/// A routed message whose origin the sender chose, injected at `to` from `from`'s address.
+fn forge_route(
+    net: &mut Network,
+    to: Addr,
+    from: Addr,
+    origin: NodeHandle<Addr>,
+    seq: u32,
+    key: Id,
+    msg: &MulticastMsg,
+) {
+    let m = RouteMsg {
+        seq: 50_000 + seq,
+        origin,
+        msg_seq: seq,
+        key,
+        hops: 0,
+        body: RouteBody::App {
+            app: MC,
+            payload: msg.encode(),
+        },
+    };
+    net.inject(to, from, encode_route(net.id(from), &m));
+}
+
+/// A routed join claiming a child's id from another address does not move the child's
+/// messages there, and thousands of joins for made-up groups leave room to subscribe.
+#[test]
+fn forged_joins_neither_divert_children_nor_crowd_out_subscriptions() {
+    let seed = 15;
+    let mut net = ring(seed, 100);
+    let members = subscribe(&mut net, 1, 10);
+    let g = *members.keys().next().unwrap();
+    net.run_for(Duration::from_secs(20));
+    let _ = received(&mut net);
+    let by_id: BTreeMap<Id, Addr> = running(&net).iter().map(|a| (net.id(*a), *a)).collect();
+    let child = *members[&g]
+        .iter()
+        .find(|a| mc_of(&net, **a).parent(g).is_some())
+        .unwrap();
+    let parent = by_id[&mc_of(&net, child).parent(g).unwrap().id];
+    let stranger = net
+        .active_addrs()
+        .into_iter()
+        .find(|a| !members[&g].contains(a) && *a != parent && mc_of(&net, *a).groups().count() == 0)
+        .unwrap();
+    let claim = NodeHandle::new(net.id(child), stranger);
+    forge_route(
+        &mut net,
+        parent,
+        stranger,
+        claim,
+        1,
+        g,
+        &MulticastMsg::Join { group: g, nonce: 1 },
+    );
+    net.run_for(Duration::from_secs(1));
+    let entry = mc_of(&net, parent)
+        .children(g)
+        .find(|c| c.id == net.id(child))
+        .cloned();
+    assert_eq!(
+        entry,
+        Some(NodeHandle::new(net.id(child), child)),
+        "seed {seed}"
+    );
+    let sent = publish(&mut net, [g], 1);
+    net.run_for(Duration::from_secs(5));
+    let got = received(&mut net);
+    assert_delivered(&net, seed, &members, &sent, &got);
+    // Joins for 1,100 made-up groups from made-up nodes at the stranger's address.
+    let victim = *members[&g].iter().next().unwrap();
+    for i in 0..1100u32 {
+        let fake_group = net.random_id();
+        let fake = NodeHandle::new(net.random_id(), stranger);
+        let join = MulticastMsg::Join {
+            group: fake_group,
+            nonce: i,
+        };
+        forge_route(&mut net, victim, stranger, fake, 10 + i, fake_group, &join);
+        if i % 50 == 49 {
+            net.run_for(Duration::from_millis(100));
+        }
+    }
+    net.run_for(Duration::from_millis(100));
+    let max = MulticastConfig::default().max_groups;
+    assert!(
+        mc_of(&net, victim).groups().count() <= max - max / 4,
+        "seed {seed}"
+    );
+    let other = net.random_id();
+    with_mc(&mut net, victim, |m, ctx| m.subscribe(ctx, other))
+        .unwrap_or_else(|e| panic!("seed {seed}: the owner cannot subscribe: {e}"));
+}
+
+/// Every node of a 200-node ring in one group: the root takes more children than a
+/// forwarder would, every member is attached, and a burst of publishes larger than the
+/// root's queue of messages in flight drops no child.
+#[test]
+fn a_group_of_every_node_reaches_every_node_even_in_bursts() {
+    let seed = 16;
+    let mut net = ring(seed, 200);
+    let g = net.random_id();
+    let all = running(&net);
+    for &a in &all {
+        with_mc(&mut net, a, |m, ctx| m.subscribe(ctx, g)).unwrap();
+    }
+    net.run_for(Duration::from_secs(30));
+    let members: BTreeMap<Id, BTreeSet<Addr>> = [(g, all.iter().copied().collect())].into();
+    assert_trees(&net, seed, &members);
+    let _ = received(&mut net);
+    let root = *all.iter().find(|a| mc_of(&net, **a).is_root(g)).unwrap();
+    let children = mc_of(&net, root).children(g).count();
+    let dropped = mc_of(&net, root).stats().children_dropped;
+    // Enough copies at once to fill the root's 1,024 messages in flight.
+    let n = 1100 / children.max(1) + 5;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let id = with_mc(&mut net, root, |m, ctx| {
+            m.publish(ctx, g, vec![i as u8; 10])
+        })
+        .unwrap();
+        sent.push((g, id.origin, id.seq));
+    }
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(
+        mc_of(&net, root).stats().children_dropped,
+        dropped,
+        "seed {seed}: a full queue dropped children"
+    );
+    assert_eq!(
+        mc_of(&net, root).children(g).count(),
+        children,
+        "seed {seed}"
+    );
+    let _ = received(&mut net);
+    let sent = publish(&mut net, [g], 1);
+    net.run_for(Duration::from_secs(5));
+    let got = received(&mut net);
+    assert_delivered(&net, seed, &members, &sent, &got);
+}
+
+/// A node that shuts multicast down before leaving tells its children, which join again at
+/// once: the next message, two seconds later, reaches every member of its subtree.
+#[test]
+fn shutdown_hands_the_subtree_over_at_once() {
+    let seed = 17;
+    let mut net = ring(seed, 200);
+    let members = subscribe(&mut net, 1, 40);
+    let g = *members.keys().next().unwrap();
+    net.run_for(Duration::from_secs(30));
+    let _ = received(&mut net);
+    let by_id: BTreeMap<Id, Addr> = running(&net).iter().map(|a| (net.id(*a), *a)).collect();
+    let leaving = running(&net)
+        .into_iter()
+        .filter(|a| !mc_of(&net, *a).is_root(g) && !members[&g].contains(a))
+        .max_by_key(|a| mc_of(&net, *a).children(g).count())
+        .unwrap();
+    let children: Vec<Addr> = mc_of(&net, leaving)
+        .children(g)
+        .map(|c| by_id[&c.id])
+        .collect();
+    assert!(!children.is_empty(), "seed {seed}");
+    with_mc(&mut net, leaving, |m, ctx| m.shutdown(ctx));
+    assert_eq!(mc_of(&net, leaving).groups().count(), 0);
+    net.leave(leaving);
+    net.run_for(Duration::from_secs(2));
+    let sent = publish(&mut net, [g], 1);
+    net.run_for(Duration::from_secs(2));
+    let got = received(&mut net);
+    assert_delivered(&net, seed, &members, &sent, &got);
 }

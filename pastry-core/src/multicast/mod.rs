@@ -43,10 +43,24 @@
 //! Trust: data and paths are taken only from the node this node chose as its parent,
 //! adoptions only with the unpredictable number its own join carried
 //! ([`Context::unguessable`]), refreshes and leaves only from the address of the child or
-//! parent they name. Like the
-//! overlay, a group is open: anyone can join any group or publish to it; a deployment that
-//! needs closed groups signs its payloads. Everything is bounded ([`MulticastConfig`]), and
-//! bytes that do not decode are counted ([`MulticastStats::malformed`]) and change nothing.
+//! parent they name. A child is known at the address it was adopted at: the origin of a
+//! routed join is only a claim, so a join naming a known child's id from elsewhere is not
+//! taken. A quarter of [`MulticastConfig::max_groups`] is kept for the owner's own
+//! subscriptions, so joins passing through cannot use them all. Only an unacknowledged
+//! message ([`crate::SendFailure::Unacknowledged`]) counts against a parent or child; a full
+//! local queue does not.
+//!
+//! What multicast does not defend against: like the overlay, a group is open. Anyone can
+//! join any group, fill the forwarding share of a node's groups with joins of its own, or
+//! publish to any group, and the root passes every publish on to every member, as fast as it
+//! arrives. [`MulticastEvent::Received::publisher`] is the origin the publish claimed, and a
+//! message replayed after it left the nodes' memory of recent messages is passed on again. A
+//! deployment that needs closed groups or authors signs and numbers its payloads and checks
+//! them on receipt. Everything is bounded ([`MulticastConfig`]), and bytes that do not decode
+//! are counted ([`MulticastStats::malformed`]) and change nothing.
+//!
+//! Before a node leaves the overlay gracefully, [`Multicast::shutdown`] tells its parents and
+//! children, which then join again at once instead of finding it gone.
 //!
 //! ```
 //! use pastry_core::multicast::{Multicast, MulticastConfig, MulticastEvent};
@@ -84,7 +98,7 @@ use core::time::Duration;
 pub use codec::{MAX_GROUPS, MAX_PATH, MulticastMsg, WIRE_VERSION};
 
 use crate::{Address, Application, Context, Forward, Id, Instant, LeafChange, MessageId};
-use crate::{NodeHandle, RouteError, RouteMessage};
+use crate::{NodeHandle, RouteError, RouteMessage, SendFailure};
 
 /// Limits and periods of a [`Multicast`]. Start from [`MulticastConfig::default`] and change
 /// fields.
@@ -100,11 +114,12 @@ use crate::{NodeHandle, RouteError, RouteMessage};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MulticastConfig {
-    /// Most groups this node is in the tree of, as a member or a forwarder. A join for
-    /// another group passes through.
+    /// Most groups this node is in the tree of, as a member or a forwarder. Three quarters
+    /// of them may be forwarded for others; beyond that a join for another group passes
+    /// through, and the last quarter is kept for the owner's subscriptions.
     pub max_groups: usize,
     /// Most children per group. A join that finds the node full passes through to the next
-    /// node on its route.
+    /// node on its route; the root, which has no next node, takes up to four times as many.
     pub max_children: usize,
     /// How often a child tells its parents it is still there. The acknowledgements of these
     /// refreshes are how a child finds its parent gone: a shorter period repairs a branch
@@ -208,7 +223,8 @@ pub enum MulticastEvent {
     Received {
         /// The group.
         group: Id,
-        /// The node that published it.
+        /// The node that published it, as the publish claimed (routed messages carry their
+        /// origin unauthenticated).
         publisher: Id,
         /// The publisher's number for it: the [`MessageId::seq`] that
         /// [`Multicast::publish`] returned there.
@@ -245,7 +261,7 @@ pub enum MulticastError {
     /// The node is already in [`MulticastConfig::max_groups`] trees.
     #[error("too many groups")]
     TooManyGroups,
-    /// The node cannot route yet (or any more).
+    /// The core refused to route the message ([`Context::route`]).
     #[error(transparent)]
     Route(#[from] RouteError),
 }
@@ -419,6 +435,32 @@ impl<A: Address> Multicast<A> {
         self.prune(ctx, group);
     }
 
+    /// Leaves every group's tree at once, telling parents and children, so that children
+    /// join again without waiting to find this node gone. Call it before
+    /// [`crate::Node::leave`]; the node then holds no group.
+    pub fn shutdown(&mut self, ctx: &mut Context<'_, A>) {
+        let mut peers: BTreeMap<Id, (NodeHandle<A>, Vec<Id>)> = BTreeMap::new();
+        for (group, g) in core::mem::take(&mut self.groups) {
+            let parent = match g.up {
+                Up::Parent { node, .. } => Some(node),
+                _ => None,
+            };
+            for node in parent
+                .into_iter()
+                .chain(g.children.into_iter().map(|c| c.node))
+            {
+                peers
+                    .entry(node.id)
+                    .or_insert_with(|| (node, Vec::new()))
+                    .1
+                    .push(group);
+            }
+        }
+        for (node, groups) in peers.values() {
+            self.send_list(ctx, node, groups, true);
+        }
+    }
+
     /// Publishes `payload` to `group`: it is routed to the group's root, which sends it down
     /// the tree. The returned id's `seq` is what members see in
     /// [`MulticastEvent::Received::seq`]. A node need not be a member to publish.
@@ -479,6 +521,12 @@ impl<A: Address> Multicast<A> {
             .flat_map(|g| g.children.iter().map(|c| &c.node))
     }
 
+    /// This node's ancestors in `group`'s tree, from the root down to its parent (at most
+    /// [`MAX_PATH`], the nearest kept), as its parent last told it.
+    pub fn path_of(&self, group: Id) -> Option<&[Id]> {
+        self.groups.get(&group).map(|g| g.path.as_slice())
+    }
+
     /// The counters.
     pub fn stats(&self) -> &MulticastStats {
         &self.stats
@@ -518,8 +566,10 @@ impl<A: Address> Multicast<A> {
             if !g.member && g.children.is_empty() {
                 return Err("a group with neither membership nor children is kept");
             }
-            if g.children.len() > self.cfg.max_children {
-                return Err("more children than max_children");
+            // Four times max_children at a root, and at a former root, which keeps the
+            // children it took as the root.
+            if g.children.len() > self.cfg.max_children.saturating_mul(4) {
+                return Err("more children than four times max_children");
             }
             if g.path.len() > MAX_PATH {
                 return Err("path longer than MAX_PATH");
@@ -540,6 +590,13 @@ impl<A: Address> Multicast<A> {
             }
         }
         Ok(())
+    }
+
+    /// Whether this node may enter another group's tree as a forwarder: a quarter of
+    /// [`MulticastConfig::max_groups`] is kept for the owner's own subscriptions, so that
+    /// joins passing through (anyone's) cannot use them all.
+    fn room_to_forward(&self) -> bool {
+        self.groups.len() < self.cfg.max_groups - self.cfg.max_groups / 4
     }
 
     fn arm(&mut self, ctx: &mut Context<'_, A>) {
@@ -567,13 +624,24 @@ impl<A: Address> Multicast<A> {
         let _ = ctx.send_direct(to.clone(), msg.encode());
     }
 
-    /// Tells parent `to` that this node is still its child in `groups`, in as many messages
-    /// as they take; returns how many.
-    fn refresh(&mut self, ctx: &mut Context<'_, A>, to: &NodeHandle<A>, groups: &[Id]) -> usize {
+    /// Sends `to` a [`MulticastMsg::Refresh`] (or, with `leave`, a [`MulticastMsg::Leave`])
+    /// naming `groups`, in as many messages as they take; returns how many.
+    fn send_list(
+        &mut self,
+        ctx: &mut Context<'_, A>,
+        to: &NodeHandle<A>,
+        groups: &[Id],
+        leave: bool,
+    ) -> usize {
         let per = codec::max_groups(ctx.max_payload());
         for chunk in groups.chunks(per) {
             let groups = chunk.to_vec();
-            self.send(ctx, to, &MulticastMsg::Refresh { groups });
+            let msg = if leave {
+                MulticastMsg::Leave { groups }
+            } else {
+                MulticastMsg::Refresh { groups }
+            };
+            self.send(ctx, to, &msg);
         }
         groups.len().div_ceil(per)
     }
@@ -605,7 +673,8 @@ impl<A: Address> Multicast<A> {
     /// Joins again because the parent is gone or wrong; the subtree stays.
     fn repair(&mut self, ctx: &mut Context<'_, A>, group: Id) {
         self.stats.repairs += 1;
-        // A join that cannot be routed now is sent again after the join timeout.
+        // A join the core cannot route (this node is not active yet) is sent again after
+        // the join timeout.
         let _ = self.join(ctx, group);
     }
 
@@ -661,13 +730,16 @@ impl<A: Address> Multicast<A> {
     }
 
     /// Takes `child` into `group`'s tree here, if the group has room (or the node has room
-    /// for a new group) and `child` is not an ancestor. Returns whether it was adopted.
+    /// for a new group) and `child` is not an ancestor. Returns whether it was adopted. `root`
+    /// says the join reached this node as the group's root, which has nobody to pass a join
+    /// on to and so takes up to four times [`MulticastConfig::max_children`].
     fn adopt(
         &mut self,
         ctx: &mut Context<'_, A>,
         group: Id,
         child: &NodeHandle<A>,
         nonce: u32,
+        root: bool,
     ) -> bool {
         let me = ctx.local().id;
         let now = ctx.now();
@@ -676,7 +748,7 @@ impl<A: Address> Multicast<A> {
         }
         let new_group = !self.groups.contains_key(&group);
         if new_group {
-            if self.groups.len() >= self.cfg.max_groups {
+            if !self.room_to_forward() {
                 return false;
             }
             self.groups.insert(group, Group::new(false, now));
@@ -685,10 +757,18 @@ impl<A: Address> Multicast<A> {
             return false;
         };
         let known = g.children.iter().position(|c| c.node.id == child.id);
-        // Adopting an ancestor (the parent included) would close a loop.
+        let most = if root {
+            self.cfg.max_children.saturating_mul(4)
+        } else {
+            self.cfg.max_children
+        };
+        // Adopting an ancestor (the parent included) would close a loop. A child is known at
+        // the address it was adopted at: the origin of a routed join is only a claim, and
+        // taking a new address from it would let anyone divert a child's messages.
         let refused = g.path.contains(&child.id)
             || g.is_parent(child)
-            || (known.is_none() && g.children.len() >= self.cfg.max_children);
+            || known.is_some_and(|i| g.children[i].node != *child)
+            || (known.is_none() && g.children.len() >= most);
         if refused {
             if new_group {
                 self.groups.remove(&group);
@@ -696,10 +776,7 @@ impl<A: Address> Multicast<A> {
             return false;
         }
         match known {
-            Some(i) => {
-                g.children[i].node = child.clone();
-                g.children[i].heard = now;
-            }
+            Some(i) => g.children[i].heard = now,
             None => g.children.push(Child {
                 node: child.clone(),
                 heard: now,
@@ -908,7 +985,7 @@ impl<A: Address> Multicast<A> {
                     // Dropped earlier (it was silent, or this node restarted): the child
                     // joins again. The answer is no larger than the refresh.
                     self.stats.rejected += 1;
-                    self.send(ctx, from, &MulticastMsg::Leave { groups: not_mine });
+                    self.send_list(ctx, from, &not_mine, true);
                 }
             }
             MulticastMsg::Leave { groups } => {
@@ -992,7 +1069,7 @@ impl<A: Address> Multicast<A> {
                 .filter(|g| self.groups.contains_key(g))
                 .collect();
             if !groups.is_empty() {
-                let sent = self.refresh(ctx, &parent, &groups);
+                let sent = self.send_list(ctx, &parent, &groups, false);
                 self.stats.refreshes += sent as u64;
             }
         }
@@ -1036,14 +1113,14 @@ impl<A: Address> Application<A> for Multicast<A> {
                     return;
                 }
                 if !self.groups.contains_key(&group) {
-                    if self.groups.len() >= self.cfg.max_groups {
+                    if !self.room_to_forward() {
                         self.stats.rejected += 1;
                         return;
                     }
                     self.groups.insert(group, Group::new(false, ctx.now()));
                 }
                 self.become_root(ctx, group);
-                if !self.adopt(ctx, group, &msg.origin, nonce) {
+                if !self.adopt(ctx, group, &msg.origin, nonce, true) {
                     self.stats.rejected += 1;
                     self.prune(ctx, group);
                 }
@@ -1074,7 +1151,7 @@ impl<A: Address> Application<A> for Multicast<A> {
         }
         self.arm(ctx);
         let origin = msg.origin.clone();
-        if self.adopt(ctx, group, &origin, nonce) {
+        if self.adopt(ctx, group, &origin, nonce, false) {
             Forward::Stop
         } else {
             Forward::Continue
@@ -1105,9 +1182,19 @@ impl<A: Address> Application<A> for Multicast<A> {
         }
     }
 
-    fn send_failed(&mut self, ctx: &mut Context<'_, A>, _id: MessageId, to: &NodeHandle<A>) {
-        // A refresh unanswered means the parent is gone; data or a path unanswered, the child.
-        self.node_gone(ctx, to, false);
+    fn send_failed(
+        &mut self,
+        ctx: &mut Context<'_, A>,
+        _id: MessageId,
+        to: &NodeHandle<A>,
+        why: SendFailure,
+    ) {
+        // A refresh unanswered means the parent is gone; data or a path unanswered, the
+        // child. A full queue here says nothing of them: the refreshes and the child timeout
+        // settle it later.
+        if why == SendFailure::Unacknowledged {
+            self.node_gone(ctx, to, false);
+        }
     }
 }
 

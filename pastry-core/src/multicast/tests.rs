@@ -277,3 +277,167 @@ fn config_validation() {
         Err(MulticastConfigError::TooLong("join_timeout"))
     );
 }
+
+/// A peer of the lone node, at address 30.
+fn peer() -> NodeHandle<u32> {
+    NodeHandle::new(Id::new(77 << 100), 30)
+}
+
+/// Delivers `msg` to the node as a direct message from `from`.
+fn direct_from(node: &mut Node<u32>, from: &NodeHandle<u32>, seq: u32, msg: &MulticastMsg) {
+    let d = crate::wire::Datagram::<u32>::new(
+        from.id,
+        crate::wire::Message::Direct {
+            seq,
+            msg_seq: seq,
+            app: APP,
+            payload: msg.encode(),
+        },
+    );
+    let _ = node.handle_datagram(Instant::ZERO, from.addr, &d.to_bytes());
+}
+
+/// Puts the node's `group` in the given state (and a member).
+fn set_up(node: &mut Node<u32>, group: Id, up: Up<u32>, path: Vec<Id>) {
+    call(node, |m, ctx| {
+        m.groups.insert(group, Group::new(true, ctx.now()));
+        let g = m.groups.get_mut(&group).unwrap();
+        g.up = up;
+        g.path = path;
+    });
+}
+
+fn up_of(node: &Node<u32>, group: Id) -> Up<u32> {
+    node.app::<Multicast<u32>>(APP).unwrap().groups[&group]
+        .up
+        .clone()
+}
+
+#[test]
+fn an_adoption_by_a_descendant_is_refused() {
+    let me = Id::new(5);
+    let g = Id::new(42 << 100);
+    for path in [
+        vec![Id::new(1), me, peer().id],
+        // As long as a path can be told: a loop going round.
+        (0..MAX_PATH as u128).map(|i| Id::new(1000 + i)).collect(),
+    ] {
+        let mut node = lone_node(MulticastConfig::default());
+        let joining = Up::Joining {
+            nonce: 7,
+            since: Instant::ZERO,
+        };
+        set_up(&mut node, g, joining, vec![]);
+        let rejected = node.app::<Multicast<u32>>(APP).unwrap().stats().rejected;
+        let adopted = MulticastMsg::Adopted {
+            group: g,
+            nonce: 7,
+            path,
+        };
+        direct_from(&mut node, &peer(), 1, &adopted);
+        assert!(matches!(up_of(&node, g), Up::Joining { .. }));
+        let app = node.app::<Multicast<u32>>(APP).unwrap();
+        assert_eq!(app.stats().rejected, rejected + 1);
+    }
+    // The same adoption with a path above this node is taken.
+    let mut node = lone_node(MulticastConfig::default());
+    let joining = Up::Joining {
+        nonce: 7,
+        since: Instant::ZERO,
+    };
+    set_up(&mut node, g, joining, vec![]);
+    let adopted = MulticastMsg::Adopted {
+        group: g,
+        nonce: 7,
+        path: vec![Id::new(1), peer().id],
+    };
+    direct_from(&mut node, &peer(), 1, &adopted);
+    assert!(matches!(up_of(&node, g), Up::Parent { node, .. } if node == peer()));
+    let app = node.app::<Multicast<u32>>(APP).unwrap();
+    assert_eq!(app.path_of(g), Some(&[Id::new(1), peer().id][..]));
+}
+
+#[test]
+fn a_path_through_this_node_makes_it_join_again() {
+    let me = Id::new(5);
+    let g = Id::new(42 << 100);
+    let mut node = lone_node(MulticastConfig::default());
+    let parent = Up::Parent {
+        node: peer(),
+        since: Instant::ZERO,
+        realign: None,
+    };
+    set_up(&mut node, g, parent, vec![peer().id]);
+    let repairs = node.app::<Multicast<u32>>(APP).unwrap().stats().repairs;
+    // A path from somebody else changes nothing.
+    let other = NodeHandle::new(Id::new(88 << 100), 31);
+    let path = MulticastMsg::Path {
+        group: g,
+        path: vec![me, peer().id],
+    };
+    direct_from(&mut node, &other, 1, &path);
+    assert!(matches!(up_of(&node, g), Up::Parent { .. }));
+    // From the parent, it means the tree above closed into a loop through this node: it
+    // leaves that parent and joins again (alone in its ring, it becomes the root).
+    direct_from(&mut node, &peer(), 2, &path);
+    assert!(matches!(up_of(&node, g), Up::Root));
+    let app = node.app::<Multicast<u32>>(APP).unwrap();
+    assert_eq!(app.stats().repairs, repairs + 1);
+}
+
+#[test]
+fn ancestors_and_known_children_at_other_addresses_are_not_adopted() {
+    let g = Id::new(42 << 100);
+    let mut node = lone_node(MulticastConfig::default());
+    let ancestor = NodeHandle::new(Id::new(99 << 100), 32);
+    let parent = Up::Parent {
+        node: peer(),
+        since: Instant::ZERO,
+        realign: None,
+    };
+    set_up(&mut node, g, parent, vec![ancestor.id, peer().id]);
+    let child = NodeHandle::new(Id::new(66 << 100), 33);
+    let outcomes = call(&mut node, |m, ctx| {
+        [
+            m.adopt(ctx, g, &ancestor, 1, false),
+            m.adopt(ctx, g, &peer(), 2, false),
+            m.adopt(ctx, g, &child, 3, false),
+            // The child's id at another address: a claim, not taken.
+            m.adopt(ctx, g, &NodeHandle::new(child.id, 34), 4, false),
+            // The child again at its own address: adopted again.
+            m.adopt(ctx, g, &child, 5, false),
+        ]
+    });
+    assert_eq!(outcomes, [false, false, true, false, true]);
+    let app = node.app::<Multicast<u32>>(APP).unwrap();
+    assert_eq!(app.children(g).cloned().collect::<Vec<_>>(), vec![child]);
+}
+
+#[test]
+fn forwarding_keeps_a_quarter_of_the_groups_for_subscriptions() {
+    let mut node = lone_node(MulticastConfig {
+        max_groups: 8,
+        ..MulticastConfig::default()
+    });
+    let child = peer();
+    let adopted = call(&mut node, |m, ctx| {
+        (0..8u128)
+            .filter(|i| m.adopt(ctx, Id::new((i + 1) << 100), &child, 1, false))
+            .count()
+    });
+    assert_eq!(adopted, 6);
+    for i in 0..2u128 {
+        call(&mut node, |m, ctx| {
+            m.subscribe(ctx, Id::new((i + 100) << 100))
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        call(&mut node, |m, ctx| m.subscribe(ctx, Id::new(200 << 100))),
+        Err(MulticastError::TooManyGroups)
+    );
+    node.app::<Multicast<u32>>(APP)
+        .unwrap()
+        .check_invariants()
+        .unwrap();
+}

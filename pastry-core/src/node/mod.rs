@@ -73,6 +73,26 @@ pub enum RouteFailure {
     NodeLeft,
 }
 
+/// Why a direct message did not reach its destination ([`Application::send_failed`]).
+/// ```
+/// use pastry_core::SendFailure;
+/// // Only an unacknowledged message says something about the destination.
+/// let gone = |why: SendFailure| why == SendFailure::Unacknowledged;
+/// assert!(!gone(SendFailure::Overloaded));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// The destination did not acknowledge it, nor any of its retransmissions: it is
+    /// probably gone.
+    Unacknowledged,
+    /// A bounded queue of this node was full (messages in flight, or messages waiting for
+    /// the destination's address to be verified): nothing is known of the destination.
+    Overloaded,
+    /// This node left the overlay, or started over, while the message was in flight.
+    NodeLeft,
+}
+
 /// Something the application should know. Drained with [`Node::poll_event`].
 /// ```
 /// use pastry_core::{Config, Event, Id, Instant, Node};
@@ -568,7 +588,7 @@ pub(crate) struct Core<A: Address> {
     pub(crate) app_actions: VecDeque<AppAction<A>>,
     /// Direct messages of registered applications that were not acknowledged, to report to
     /// their application ([`Application::send_failed`]) once the input is handled.
-    failed_directs: VecDeque<(u16, MessageId, NodeHandle<A>)>,
+    failed_directs: VecDeque<(u16, MessageId, NodeHandle<A>, SendFailure)>,
     in_flight: Map<u32, routing::InFlight<A>>,
     next_seq: u32,
     next_msg_seq: u32,
@@ -1011,7 +1031,7 @@ impl<A: Address> Node<A> {
             if reports == 0 {
                 break;
             }
-            let Some((app, id, to)) = self.core.failed_directs.pop_front() else {
+            let Some((app, id, to, why)) = self.core.failed_directs.pop_front() else {
                 break;
             };
             reports -= 1;
@@ -1022,7 +1042,7 @@ impl<A: Address> Node<A> {
                     slot,
                     now,
                 };
-                self.apps[slot].app.send_failed(&mut ctx, id, &to);
+                self.apps[slot].app.send_failed(&mut ctx, id, &to, why);
             }
         }
     }
@@ -1129,6 +1149,8 @@ impl<A: Address> Node<A> {
                     .map(|t| t.contents.capacity())
                     .sum::<usize>()
                 + c.events.capacity() * core::mem::size_of::<Event<A>>()
+                + c.failed_directs.capacity()
+                    * core::mem::size_of::<(u16, MessageId, NodeHandle<A>, SendFailure)>()
                 + c.held.capacity() * core::mem::size_of::<routing::Held<A>>(),
             in_flight: c.in_flight.capacity()
                 * (core::mem::size_of::<(u32, routing::InFlight<A>)>() + 1)

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use super::{Apps, Core, Event, Phase, RouteFailure, TimerKind, app_view};
+use super::{Apps, Core, Event, Phase, RouteFailure, SendFailure, TimerKind, app_view};
 use crate::app::{Context, Forward, MessageId, RouteMessage};
 use crate::route::{NextHop, Via, next_hop};
 use crate::wire::{Message, RouteBody, RouteMsg, encode_route};
@@ -382,10 +382,13 @@ impl<A: Address> Core<A> {
         self.send_flight(now, to, FlightKind::Route { msg, via });
     }
 
-    /// A direct message was not acknowledged: the owner hears of it as an event, the
-    /// application that sent it through [`crate::Application::send_failed`].
-    fn direct_failed(&mut self, app: u16, id: MessageId, to: NodeHandle<A>) {
-        self.failed_directs.push_back((app, id, to.clone()));
+    /// A direct message did not reach `to`: the owner hears of it as an event, the
+    /// application that sent it through [`crate::Application::send_failed`]. The reports
+    /// waiting for the application are bounded like the messages in flight they come from.
+    fn direct_failed(&mut self, app: u16, id: MessageId, to: NodeHandle<A>, why: SendFailure) {
+        if self.failed_directs.len() < self.cfg.max_in_flight {
+            self.failed_directs.push_back((app, id, to.clone(), why));
+        }
         self.event(Event::SendFailed { id, to });
     }
 
@@ -398,7 +401,7 @@ impl<A: Address> Core<A> {
         payload: Vec<u8>,
     ) {
         if self.in_flight.len() >= self.cfg.max_in_flight {
-            self.direct_failed(app, id, to);
+            self.direct_failed(app, id, to, SendFailure::Overloaded);
             return;
         }
         self.send_flight(now, to, FlightKind::Direct { id, app, payload });
@@ -581,7 +584,9 @@ impl<A: Address> Core<A> {
         Self::trim(&mut self.in_flight);
         match f.kind {
             FlightKind::Route { msg, .. } => self.process_route(now, apps, msg, false, None),
-            FlightKind::Direct { id, app, .. } => self.direct_failed(app, id, f.to),
+            FlightKind::Direct { id, app, .. } => {
+                self.direct_failed(app, id, f.to, SendFailure::Unacknowledged)
+            }
             FlightKind::Leave => self.check_leave_done(now),
         }
     }
@@ -594,7 +599,9 @@ impl<A: Address> Core<A> {
         };
         match f.kind {
             FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::Overloaded),
-            FlightKind::Direct { id, app, .. } => self.direct_failed(app, id, f.to),
+            FlightKind::Direct { id, app, .. } => {
+                self.direct_failed(app, id, f.to, SendFailure::Overloaded)
+            }
             FlightKind::Leave => {}
         }
     }
@@ -625,7 +632,9 @@ impl<A: Address> Core<A> {
         for (_, f) in flights {
             match f.kind {
                 FlightKind::Route { msg, .. } => self.route_failed(&msg, RouteFailure::NodeLeft),
-                FlightKind::Direct { id, app, .. } => self.direct_failed(app, id, f.to),
+                FlightKind::Direct { id, app, .. } => {
+                    self.direct_failed(app, id, f.to, SendFailure::NodeLeft)
+                }
                 FlightKind::Leave => {}
             }
         }
@@ -682,11 +691,13 @@ impl<A: Address> Core<A> {
 
 #[cfg(test)]
 mod tests {
+    use crate::app::{Context, RouteMessage};
     use crate::node::Disguise;
     use crate::node::testing::{alone, alone_keyed, direct_seq, sent};
     use crate::peer::Peer;
     use crate::wire::{Datagram, Message};
     use crate::{Id, Instant, NodeHandle, Rtt};
+    use core::time::Duration;
 
     /// A lone node with two verified table entries, a at address 20 and b at 21.
     fn with_two_entries() -> (crate::node::Node<u32>, NodeHandle<u32>, NodeHandle<u32>) {
@@ -707,6 +718,52 @@ mod tests {
                 .insert(Peer::verified(h.clone(), Rtt::default()));
         }
         (node, a, b)
+    }
+
+    /// Records what `send_failed` reports.
+    struct Failures(alloc::vec::Vec<(crate::MessageId, u32, crate::SendFailure)>);
+
+    impl crate::Application<u32> for Failures {
+        fn deliver(&mut self, _: &mut Context<'_, u32>, _: RouteMessage<u32>) {}
+        fn send_failed(
+            &mut self,
+            _: &mut Context<'_, u32>,
+            id: crate::MessageId,
+            to: &NodeHandle<u32>,
+            why: crate::SendFailure,
+        ) {
+            self.0.push((id, to.addr, why));
+        }
+    }
+
+    #[test]
+    fn send_failed_tells_a_full_queue_from_a_silent_destination() {
+        use crate::SendFailure::{Overloaded, Unacknowledged};
+        let (mut node, a, _) = with_two_entries();
+        node.core.cfg.max_in_flight = 1;
+        node.register(9, alloc::boxed::Box::new(Failures(alloc::vec::Vec::new())))
+            .unwrap();
+        let now = Instant::from_secs(10);
+        let ids = node
+            .with_app(now, 9, |_: &mut Failures, ctx| {
+                let first = ctx.send_direct(a.clone(), alloc::vec![1]).unwrap();
+                let second = ctx.send_direct(a.clone(), alloc::vec![2]).unwrap();
+                (first, second)
+            })
+            .unwrap();
+        let failures = |node: &crate::node::Node<u32>| node.app::<Failures>(9).unwrap().0.clone();
+        // One message may be in flight: the second fails at once, and says nothing of a.
+        assert_eq!(failures(&node), alloc::vec![(ids.1, a.addr, Overloaded)]);
+        // a never acknowledges the first.
+        let mut t = now;
+        for _ in 0..100 {
+            t += Duration::from_secs(1);
+            node.handle_timeout(t);
+        }
+        assert_eq!(
+            failures(&node),
+            alloc::vec![(ids.1, a.addr, Overloaded), (ids.0, a.addr, Unacknowledged)]
+        );
     }
 
     #[test]
