@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use pastry_core::multicast::{Multicast, MulticastConfig, MulticastEvent};
 use pastry_core::{Config, Id, Instant};
-use pastry_sim::churn::{Churn, ChurnRun};
+use pastry_sim::churn::{Churn, ChurnRun, drive};
 use pastry_sim::{Addr, NetConfig, Network, NodeState, Topology, TopologyKind};
 
 const MC: u16 = 10;
@@ -202,12 +202,9 @@ fn main() {
     let end = t0 + Duration::from_secs(duration);
     let mut churn = (median > 0)
         .then(|| ChurnRun::start(Churn::new(Duration::from_secs(median), nodes), &mut net));
-    let (mut joined, mut died) = (0u64, 0u64);
     // Arrivals that subscribe once they are active.
-    let mut arrivals: Vec<Addr> = Vec::new();
+    let mut waiting: Vec<Addr> = Vec::new();
     let p_member = per_group as f64 / nodes as f64;
-    let mut next_tick = t0 + Duration::from_secs(PUBLISH_EVERY);
-    let mut node_seconds = 0.0;
     let mut sent: Vec<(Id, Id, u32, Instant)> = Vec::new();
     let mut got: HashMap<Addr, Vec<(Id, Id, u32)>> = HashMap::new();
     // When each member was first seen gone (checked every tick).
@@ -219,46 +216,34 @@ fn main() {
         v.sort_unstable();
         v
     };
-    loop {
-        let t = [
-            churn.as_ref().and_then(ChurnRun::next_event),
-            Some(next_tick),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("a tick");
-        if t >= end {
-            break;
-        }
-        let before = net.now();
-        net.run_until(t);
-        node_seconds += net.active_len() as f64 * (t - before).as_secs_f64();
-        if let Some(c) = churn.as_mut() {
-            let step = c.apply(&mut net, t);
-            joined += u64::from(step.arrived.is_some());
-            died += u64::from(step.departed);
-            arrivals.extend(step.arrived);
-        }
-        if next_tick == t {
+    let first = t0 + Duration::from_secs(PUBLISH_EVERY);
+    let every = Duration::from_secs(PUBLISH_EVERY);
+    let driven = drive(
+        &mut net,
+        churn.as_mut(),
+        end,
+        first,
+        every,
+        |net, t, arrived| {
             for set in members.values() {
                 for &(m, _) in set {
-                    if !running(&net, m) {
+                    if !running(net, m) {
                         gone.entry(m).or_insert(t);
                     }
                 }
             }
-            for a in std::mem::take(&mut arrivals) {
+            waiting.extend(arrived);
+            for a in std::mem::take(&mut waiting) {
                 match net.state(a) {
                     NodeState::Active => {
                         for &g in &group_ids {
                             if net.random_unit() < p_member {
-                                subscribe(&mut net, a, g);
+                                subscribe(net, a, g);
                                 members.get_mut(&g).expect("a group").push((a, t));
                             }
                         }
                     }
-                    NodeState::Joining => arrivals.push(a),
+                    NodeState::Joining => waiting.push(a),
                     _ => {}
                 }
             }
@@ -276,11 +261,10 @@ fn main() {
                     sent.push((g, id.origin, id.seq, t));
                 }
             }
-            collect(&mut net, &mut got);
-            next_tick = t + Duration::from_secs(PUBLISH_EVERY);
-        }
-    }
-    net.run_until(end);
+            collect(net, &mut got);
+        },
+    );
+    let (joined, died, node_seconds) = (driven.joined, driven.departed, driven.node_seconds);
     let direct = net.datagrams_by_type().get("direct").copied().unwrap_or(0) - direct_before;
     let route = net.datagrams_by_type().get("route").copied().unwrap_or(0) - route_before;
     net.run_for(Duration::from_secs(30));

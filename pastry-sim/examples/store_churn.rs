@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use pastry_core::store::{Store, StoreConfig, StoreEvent};
 use pastry_core::{Config, Id};
-use pastry_sim::churn::{Churn, ChurnRun};
+use pastry_sim::churn::{Churn, ChurnRun, drive};
 use pastry_sim::{Addr, NetConfig, Network, NodeState, Topology, TopologyKind};
 
 const STORE: u16 = 9;
@@ -132,30 +132,14 @@ fn main() {
     let mut churn = (median > 0)
         .then(|| ChurnRun::start(Churn::new(Duration::from_secs(median), nodes), &mut net));
     let direct_before = net.datagrams_by_type().get("direct").copied().unwrap_or(0);
-    let (mut joined, mut died, mut gets) = (0u64, 0u64, 0u64);
-    let mut next_tick = t0;
-    let mut node_seconds = 0.0;
-    loop {
-        let t = [
-            churn.as_ref().and_then(ChurnRun::next_event),
-            Some(next_tick),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("a tick");
-        if t >= end {
-            break;
-        }
-        let before = net.now();
-        net.run_until(t);
-        node_seconds += net.active_len() as f64 * (t - before).as_secs_f64();
-        if let Some(c) = churn.as_mut() {
-            let step = c.apply(&mut net, t);
-            joined += u64::from(step.arrived.is_some());
-            died += u64::from(step.departed);
-        }
-        if next_tick == t {
+    let mut gets = 0u64;
+    let driven = drive(
+        &mut net,
+        churn.as_mut(),
+        end,
+        t0,
+        Duration::from_secs(1),
+        |net, t, _| {
             for _ in 0..GETS_PER_SEC {
                 let key = keys[net.random_below(keys.len())];
                 let a = net.random_active().expect("a ring");
@@ -165,12 +149,11 @@ fn main() {
                 gets += 1;
             }
             if (t - t0).as_secs().is_multiple_of(10) {
-                collect(&mut net, &mut out);
+                collect(net, &mut out);
             }
-            next_tick = t + Duration::from_secs(1);
-        }
-    }
-    net.run_until(end);
+        },
+    );
+    let (joined, died, node_seconds) = (driven.joined, driven.departed, driven.node_seconds);
     let direct = net.datagrams_by_type().get("direct").copied().unwrap_or(0) - direct_before;
     net.run_for(Duration::from_secs(30));
     collect(&mut net, &mut out);

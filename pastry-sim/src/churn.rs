@@ -169,6 +169,73 @@ impl ChurnRun {
     }
 }
 
+/// What [`drive`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Driven {
+    /// Nodes that arrived.
+    pub joined: u64,
+    /// Nodes that failed.
+    pub departed: u64,
+    /// Active nodes times seconds, summed over the run (to turn counts into rates).
+    pub node_seconds: f64,
+}
+
+/// Runs `net` until `end` under `churn` (none: a stable ring), and calls `tick` at `first`
+/// and every `every` after it with the network, the time, and the nodes that arrived since
+/// the last tick. At a moment due for both, churn comes first.
+///
+/// ```
+/// use std::time::Duration;
+/// use pastry_sim::churn::{drive, Churn, ChurnRun};
+/// use pastry_sim::{NetConfig, Network};
+/// let mut net = Network::new(NetConfig::with_seed(3));
+/// net.grow(20, Duration::from_secs(60)).unwrap();
+/// let mut run = ChurnRun::start(Churn::new(Duration::from_secs(60), 20), &mut net);
+/// let (start, end) = (net.now(), net.now() + Duration::from_secs(600));
+/// let mut ticks = 0;
+/// let driven = drive(&mut net, Some(&mut run), end, start, Duration::from_secs(10), |_, _, _| {
+///     ticks += 1
+/// });
+/// assert_eq!(ticks, 60);
+/// assert!(driven.joined > 40 && driven.departed > 40);
+/// ```
+pub fn drive(
+    net: &mut Network,
+    mut churn: Option<&mut ChurnRun>,
+    end: Instant,
+    first: Instant,
+    every: Duration,
+    mut tick: impl FnMut(&mut Network, Instant, Vec<Addr>),
+) -> Driven {
+    let mut driven = Driven::default();
+    let mut next_tick = first;
+    let mut arrived = Vec::new();
+    loop {
+        let t = churn
+            .as_deref()
+            .and_then(ChurnRun::next_event)
+            .map_or(next_tick, |c| c.min(next_tick));
+        if t >= end {
+            break;
+        }
+        let before = net.now();
+        net.run_until(t);
+        driven.node_seconds += net.active_len() as f64 * (t - before).as_secs_f64();
+        if let Some(c) = churn.as_deref_mut() {
+            let step = c.apply(net, t);
+            driven.joined += u64::from(step.arrived.is_some());
+            driven.departed += u64::from(step.departed);
+            arrived.extend(step.arrived);
+        }
+        if next_tick == t {
+            tick(net, t, std::mem::take(&mut arrived));
+            next_tick = t + every;
+        }
+    }
+    net.run_until(end);
+    driven
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -363,6 +363,12 @@ impl<A> Group<A> {
 
 const TICK: u64 = 1;
 
+/// Cuts a path (root first) to its last [`MAX_PATH`] ids, the ancestors nearest the node.
+fn keep_nearest(path: &mut Vec<Id>) {
+    let excess = path.len().saturating_sub(MAX_PATH);
+    path.drain(..excess);
+}
+
 /// Whether a parent with these ancestors (itself last) would put this node in a loop: it is
 /// among them, or the path is as long as a path can be told, which no tree of an overlay
 /// reaches (routes take about `log_16 N` hops) but a loop does as its paths grow round it.
@@ -683,15 +689,13 @@ impl<A: Address> Multicast<A> {
         let mut p = Vec::with_capacity(g.path.len() + 1);
         p.extend_from_slice(&g.path);
         p.push(me);
-        let excess = p.len().saturating_sub(MAX_PATH);
-        p.drain(..excess);
+        keep_nearest(&mut p);
         p
     }
 
     /// Sets the ancestors of this node in `group`; children hear of a change at once.
     fn set_path(&mut self, ctx: &mut Context<'_, A>, group: Id, mut path: Vec<Id>) {
-        let excess = path.len().saturating_sub(MAX_PATH);
-        path.drain(..excess);
+        keep_nearest(&mut path);
         let me = ctx.local().id;
         let Some(g) = self.groups.get_mut(&group) else {
             return;
