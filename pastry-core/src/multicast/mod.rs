@@ -378,6 +378,35 @@ fn closes_loop(path: &[Id], me: Id) -> bool {
 
 /// Multicast groups: trees of the nodes that joined them, fed from the root (see the
 /// [module documentation](self)).
+///
+/// Besides subscribing and publishing, the owner can look at this node's place in each tree:
+/// ```
+/// use pastry_core::multicast::{Multicast, MulticastConfig};
+/// use pastry_core::{Config, Id, Instant, Node};
+///
+/// const MULTICAST: u16 = 2;
+/// let now = Instant::ZERO;
+/// let mut node: Node<u32> = Node::new(Config::default(), Id::new(5), 1, 1, now).unwrap();
+/// let app = Multicast::<u32>::new(MulticastConfig::default()).unwrap();
+/// node.register(MULTICAST, Box::new(app)).unwrap();
+/// node.bootstrap(now).unwrap();
+/// let group = Id::new(42);
+/// node.with_app(now, MULTICAST, |m: &mut Multicast<u32>, ctx| m.subscribe(ctx, group))
+///     .unwrap()
+///     .unwrap();
+///
+/// let m = node.app::<Multicast<u32>>(MULTICAST).unwrap();
+/// assert!(m.is_member(group) && m.is_root(group)); // alone in its ring
+/// assert_eq!((m.parent(group), m.children(group).count()), (None, 0));
+/// assert_eq!(m.path_of(group), Some(&[][..]));
+/// assert_eq!(m.groups().collect::<Vec<_>>(), vec![group]);
+/// assert_eq!(m.stats().joins, 1);
+/// m.check_invariants().unwrap();
+///
+/// // Before leaving the overlay: tell parents and children.
+/// node.with_app(now, MULTICAST, |m: &mut Multicast<u32>, ctx| m.shutdown(ctx)).unwrap();
+/// assert_eq!(node.app::<Multicast<u32>>(MULTICAST).unwrap().groups().count(), 0);
+/// ```
 pub struct Multicast<A: Address> {
     cfg: MulticastConfig,
     groups: BTreeMap<Id, Group<A>>,
