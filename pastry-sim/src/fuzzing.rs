@@ -276,7 +276,7 @@ pub enum NodeStep {
     MulticastCall {
         /// Group.
         group: u128,
-        /// 0 subscribe, 1 unsubscribe, anything else publish.
+        /// 0 subscribe, 1 unsubscribe, 2 shut down, anything else publish.
         op: u8,
         /// Payload length.
         len: u16,
@@ -697,6 +697,10 @@ pub fn run_node(input: &NodeInput) {
                         0 => m.subscribe(ctx, group),
                         1 => {
                             m.unsubscribe(ctx, group);
+                            Ok(())
+                        }
+                        2 => {
+                            m.shutdown(ctx);
                             Ok(())
                         }
                         _ => {

@@ -706,3 +706,63 @@ fn shutdown_hands_the_subtree_over_at_once() {
     let got = received(&mut net);
     assert_delivered(&net, seed, &members, &sent, &got);
 }
+
+/// A group of every node of a 1,000-node ring: forwarders fill up and pass joins down to
+/// their children, and every member is attached within two minutes.
+#[test]
+fn every_member_of_a_thousand_node_group_attaches() {
+    let seed = 18;
+    let mut net = ring(seed, 1000);
+    let g = net.random_id();
+    let all = running(&net);
+    for &a in &all {
+        with_mc(&mut net, a, |m, ctx| m.subscribe(ctx, g)).unwrap();
+    }
+    net.run_for(Duration::from_secs(120));
+    let members: BTreeMap<Id, BTreeSet<Addr>> = [(g, all.iter().copied().collect())].into();
+    assert_trees(&net, seed, &members);
+}
+
+/// The node with the most children in a group of every node of a 400-node ring shuts
+/// multicast down, waits two seconds as the docs ask, and leaves: no child still counts it
+/// as its parent, nor adopted it again meanwhile.
+#[test]
+fn shutdown_reaches_every_child_of_a_busy_node() {
+    let seed = 19;
+    let mut net = ring(seed, 400);
+    let g = net.random_id();
+    for a in running(&net) {
+        with_mc(&mut net, a, |m, ctx| m.subscribe(ctx, g)).unwrap();
+    }
+    net.run_for(Duration::from_secs(30));
+    let by_id: BTreeMap<Id, Addr> = running(&net).iter().map(|a| (net.id(*a), *a)).collect();
+    let busy = running(&net)
+        .into_iter()
+        .max_by_key(|a| mc_of(&net, *a).children(g).count())
+        .unwrap();
+    let busy_id = net.id(busy);
+    let children: Vec<Addr> = mc_of(&net, busy)
+        .children(g)
+        .map(|c| by_id[&c.id])
+        .collect();
+    assert!(
+        children.len() > 32,
+        "seed {seed}: {} children",
+        children.len()
+    );
+    with_mc(&mut net, busy, |m, ctx| m.shutdown(ctx));
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(mc_of(&net, busy).groups().count(), 0, "seed {seed}");
+    net.leave(busy);
+    net.run_for(Duration::from_secs(2));
+    let stuck = children
+        .iter()
+        .filter(|c| mc_of(&net, **c).parent(g).is_some_and(|p| p.id == busy_id))
+        .count();
+    assert_eq!(
+        stuck,
+        0,
+        "seed {seed}: {stuck} of {} children",
+        children.len()
+    );
+}

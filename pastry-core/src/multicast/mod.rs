@@ -8,7 +8,9 @@
 //!   way that is already in the tree adopts the sender as a child and stops the join; a node
 //!   not yet in the tree adopts it too, and sends a join of its own. So each join climbs only
 //!   until it meets the tree, and a node forwards for as many members as route through it,
-//!   without being a member itself.
+//!   without being a member itself. A node with [`MulticastConfig::max_children`] children
+//!   passes a join down to one of them instead, so a crowded branch spreads downwards
+//!   rather than piling onto the root.
 //! - **Publish** routes the payload to the root, which sends it to its children, each of which
 //!   sends it to theirs: a message crosses each tree edge once, direct and acknowledged.
 //!   Nodes remember the last messages of each group ([`MulticastConfig::recent_messages`]),
@@ -45,7 +47,8 @@
 //! ([`Context::unguessable`]), refreshes and leaves only from the address of the child or
 //! parent they name. A child is known at the address it was adopted at: the origin of a
 //! routed join is only a claim, so a join naming a known child's id from elsewhere is not
-//! taken. A quarter of [`MulticastConfig::max_groups`] is kept for the owner's own
+//! taken (a child that restarts at a new address is taken again once the old entry times
+//! out). A quarter of [`MulticastConfig::max_groups`] is kept for the owner's own
 //! subscriptions, so joins passing through cannot use them all. Only an unacknowledged
 //! message ([`crate::SendFailure::Unacknowledged`]) counts against a parent or child; a full
 //! local queue does not.
@@ -261,6 +264,9 @@ pub enum MulticastError {
     /// The node is already in [`MulticastConfig::max_groups`] trees.
     #[error("too many groups")]
     TooManyGroups,
+    /// [`Multicast::shutdown`] was called.
+    #[error("multicast was shut down")]
+    ShutDown,
     /// The core refused to route the message ([`Context::route`]).
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -413,6 +419,8 @@ pub struct Multicast<A: Address> {
     events: VecDeque<MulticastEvent>,
     stats: MulticastStats,
     armed: bool,
+    /// Set by [`Multicast::shutdown`]: the node takes part in no tree any more.
+    closed: bool,
 }
 
 impl<A: Address> Multicast<A> {
@@ -431,6 +439,7 @@ impl<A: Address> Multicast<A> {
             events: VecDeque::new(),
             stats: MulticastStats::default(),
             armed: false,
+            closed: false,
         })
     }
 
@@ -443,6 +452,9 @@ impl<A: Address> Multicast<A> {
     /// node is attached ([`MulticastEvent::Attached`]) are delivered as
     /// [`MulticastEvent::Received`]. Subscribing again changes nothing.
     pub fn subscribe(&mut self, ctx: &mut Context<'_, A>, group: Id) -> Result<(), MulticastError> {
+        if self.closed {
+            return Err(MulticastError::ShutDown);
+        }
         self.arm(ctx);
         if let Some(g) = self.groups.get_mut(&group) {
             if !g.member {
@@ -471,9 +483,13 @@ impl<A: Address> Multicast<A> {
     }
 
     /// Leaves every group's tree at once, telling parents and children, so that children
-    /// join again without waiting to find this node gone. Call it before
-    /// [`crate::Node::leave`]; the node then holds no group.
+    /// join again without waiting to find this node gone, and takes part in no tree from
+    /// then on (joins pass through, subscriptions are refused). Call it a second or two
+    /// before [`crate::Node::leave`]: a leave to a child whose address this node has not
+    /// verified lately waits for that check, and leaving the overlay drops what still waits
+    /// (that child then finds the node gone by its next refresh).
     pub fn shutdown(&mut self, ctx: &mut Context<'_, A>) {
+        self.closed = true;
         let mut peers: BTreeMap<Id, (NodeHandle<A>, Vec<Id>)> = BTreeMap::new();
         for (group, g) in core::mem::take(&mut self.groups) {
             let parent = match g.up {
@@ -631,7 +647,7 @@ impl<A: Address> Multicast<A> {
     /// [`MulticastConfig::max_groups`] is kept for the owner's own subscriptions, so that
     /// joins passing through (anyone's) cannot use them all.
     fn room_to_forward(&self) -> bool {
-        self.groups.len() < self.cfg.max_groups - self.cfg.max_groups / 4
+        self.groups.len() < self.cfg.max_groups - self.cfg.max_groups.div_ceil(4)
     }
 
     fn arm(&mut self, ctx: &mut Context<'_, A>) {
@@ -776,7 +792,7 @@ impl<A: Address> Multicast<A> {
     ) -> bool {
         let me = ctx.local().id;
         let now = ctx.now();
-        if child.id == me {
+        if child.id == me || self.closed {
             return false;
         }
         let new_group = !self.groups.contains_key(&group);
@@ -797,7 +813,8 @@ impl<A: Address> Multicast<A> {
         };
         // Adopting an ancestor (the parent included) would close a loop. A child is known at
         // the address it was adopted at: the origin of a routed join is only a claim, and
-        // taking a new address from it would let anyone divert a child's messages.
+        // neither taking a new address from it nor sending to the claimed address as well
+        // is safe (the core, finding another node there, would give up on the child's id).
         let refused = g.path.contains(&child.id)
             || g.is_parent(child)
             || known.is_some_and(|i| g.children[i].node != *child)
@@ -1046,6 +1063,9 @@ impl<A: Address> Multicast<A> {
     }
 
     fn tick(&mut self, ctx: &mut Context<'_, A>) {
+        if self.closed {
+            return;
+        }
         let me = ctx.local().id;
         let now = ctx.now();
         let mut refresh: BTreeMap<Id, (NodeHandle<A>, Vec<Id>)> = BTreeMap::new();
@@ -1173,7 +1193,7 @@ impl<A: Address> Application<A> for Multicast<A> {
         &mut self,
         ctx: &mut Context<'_, A>,
         msg: &mut RouteMessage<A>,
-        _next_hop: &mut NodeHandle<A>,
+        next_hop: &mut NodeHandle<A>,
     ) -> Forward {
         // Joins are taken on the way; everything else goes on to the root.
         let Ok(MulticastMsg::Join { group, nonce }) = MulticastMsg::decode(&msg.payload) else {
@@ -1185,10 +1205,24 @@ impl<A: Address> Application<A> for Multicast<A> {
         self.arm(ctx);
         let origin = msg.origin.clone();
         if self.adopt(ctx, group, &origin, nonce, false) {
-            Forward::Stop
-        } else {
-            Forward::Continue
+            return Forward::Stop;
         }
+        // Full here: the join goes down to one of the children rather than on towards the
+        // root, which would fill up with what its branches turned away.
+        if let Some(g) = self.groups.get(&group).filter(|_| !self.closed)
+            && g.children.len() >= self.cfg.max_children
+            && !g.path.contains(&origin.id)
+        {
+            let others: Vec<&Child<A>> = g
+                .children
+                .iter()
+                .filter(|c| c.node.id != origin.id)
+                .collect();
+            if !others.is_empty() {
+                *next_hop = others[nonce as usize % others.len()].node.clone();
+            }
+        }
+        Forward::Continue
     }
 
     fn update(&mut self, ctx: &mut Context<'_, A>, node: &NodeHandle<A>, change: LeafChange) {

@@ -441,3 +441,92 @@ fn forwarding_keeps_a_quarter_of_the_groups_for_subscriptions() {
         .check_invariants()
         .unwrap();
 }
+
+#[test]
+fn a_small_max_groups_still_keeps_room_for_a_subscription() {
+    let mut node = lone_node(MulticastConfig {
+        max_groups: 3,
+        ..MulticastConfig::default()
+    });
+    let adopted = call(&mut node, |m, ctx| {
+        (0..3u128)
+            .filter(|i| m.adopt(ctx, Id::new((i + 1) << 100), &peer(), 1, false))
+            .count()
+    });
+    assert_eq!(adopted, 2);
+    call(&mut node, |m, ctx| m.subscribe(ctx, Id::new(200 << 100))).unwrap();
+}
+
+#[test]
+fn a_realignment_answered_from_below_is_refused() {
+    let (me, g) = (Id::new(5), Id::new(42 << 100));
+    let child = NodeHandle::new(Id::new(66 << 100), 33);
+    let other = NodeHandle::new(Id::new(88 << 100), 31);
+    for (from, path) in [
+        // The node's own child.
+        (child.clone(), vec![Id::new(1), child.id]),
+        // A node whose ancestors include this node.
+        (other.clone(), vec![Id::new(1), me, other.id]),
+    ] {
+        let mut node = lone_node(MulticastConfig::default());
+        let up = Up::Parent {
+            node: peer(),
+            since: Instant::ZERO,
+            realign: Some(9),
+        };
+        set_up(&mut node, g, up, vec![Id::new(1), peer().id]);
+        assert!(call(&mut node, |m, ctx| m.adopt(ctx, g, &child, 1, false)));
+        let adopted = MulticastMsg::Adopted {
+            group: g,
+            nonce: 9,
+            path,
+        };
+        direct_from(&mut node, &from, 1, &adopted);
+        assert!(matches!(up_of(&node, g), Up::Parent { node, .. } if node == peer()));
+        assert_eq!(
+            node.app::<Multicast<u32>>(APP).unwrap().stats().realigned,
+            0
+        );
+    }
+    // From a node above, the same answer moves this node there.
+    let mut node = lone_node(MulticastConfig::default());
+    let up = Up::Parent {
+        node: peer(),
+        since: Instant::ZERO,
+        realign: Some(9),
+    };
+    set_up(&mut node, g, up, vec![Id::new(1), peer().id]);
+    let adopted = MulticastMsg::Adopted {
+        group: g,
+        nonce: 9,
+        path: vec![Id::new(1), other.id],
+    };
+    direct_from(&mut node, &other, 1, &adopted);
+    assert!(matches!(up_of(&node, g), Up::Parent { node, .. } if node == other));
+    assert_eq!(
+        node.app::<Multicast<u32>>(APP).unwrap().stats().realigned,
+        1
+    );
+}
+
+#[test]
+fn after_shutdown_the_node_takes_part_in_no_tree() {
+    let mut node = lone_node(MulticastConfig::default());
+    let g = Id::new(42 << 100);
+    call(&mut node, |m, ctx| m.subscribe(ctx, g)).unwrap();
+    call(&mut node, |m, ctx| m.shutdown(ctx));
+    assert_eq!(
+        call(&mut node, |m, ctx| m.subscribe(ctx, g)),
+        Err(MulticastError::ShutDown)
+    );
+    assert!(!call(&mut node, |m, ctx| m.adopt(
+        ctx,
+        g,
+        &peer(),
+        1,
+        false
+    )));
+    let app = node.app::<Multicast<u32>>(APP).unwrap();
+    assert_eq!(app.groups().count(), 0);
+    app.check_invariants().unwrap();
+}
