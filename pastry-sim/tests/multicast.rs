@@ -766,3 +766,62 @@ fn shutdown_reaches_every_child_of_a_busy_node() {
         children.len()
     );
 }
+
+/// A routed join naming a live node's id at a stranger's address makes the adopting node
+/// send there; the stranger answering under its own id must not get the named node declared
+/// dead (it lives at the address the adopting node knows it at).
+#[test]
+fn a_claimed_origin_cannot_get_a_live_node_declared_dead() {
+    let seed = 20;
+    let mut net = ring(seed, 100);
+    let members = subscribe(&mut net, 1, 5);
+    let g = *members.keys().next().unwrap();
+    net.run_for(Duration::from_secs(20));
+    let by_id: BTreeMap<Id, Addr> = running(&net).iter().map(|a| (net.id(*a), *a)).collect();
+    let root = running(&net)
+        .into_iter()
+        .find(|a| mc_of(&net, *a).is_root(g))
+        .unwrap();
+    let leaf: Vec<Id> = net
+        .node(root)
+        .unwrap()
+        .leaf_set()
+        .members()
+        .map(|p| p.handle.id)
+        .collect();
+    let victim = leaf
+        .iter()
+        .copied()
+        .find(|id| mc_of(&net, by_id[id]).groups().count() == 0)
+        .expect("a leaf-set member outside the tree");
+    // A stranger the root knows nothing of, so that it checks the address before sending.
+    let stranger = running(&net)
+        .into_iter()
+        .find(|a| {
+            let node = net.node(root).unwrap();
+            *a != root
+                && !leaf.contains(&net.id(*a))
+                && node.routing_table().find(net.id(*a)).is_none()
+        })
+        .unwrap();
+    let claim = NodeHandle::new(victim, stranger);
+    let join = MulticastMsg::Join { group: g, nonce: 1 };
+    let failures = net.node(root).unwrap().counters().failures_detected;
+    forge_route(&mut net, root, stranger, claim, 1, g, &join);
+    for _ in 0..50 {
+        net.run_for(Duration::from_millis(100));
+        assert!(
+            net.node(root).unwrap().leaf_set().contains(victim),
+            "seed {seed}: the root dropped a live member named by a forged origin"
+        );
+    }
+    assert_eq!(
+        net.node(root).unwrap().counters().failures_detected,
+        failures,
+        "seed {seed}"
+    );
+    assert!(
+        net.node(root).unwrap().leaf_set().contains(victim),
+        "seed {seed}: the root dropped a live member named by a forged origin"
+    );
+}
