@@ -44,16 +44,10 @@ fn running(net: &Network, a: Addr) -> bool {
 
 /// Messages each node received, (group, publisher, seq), drained from every running node.
 fn collect(net: &mut Network, got: &mut HashMap<Addr, Vec<(Id, Id, u32)>>) {
-    let addrs: Vec<Addr> = net.addrs().filter(|a| running(net, *a)).collect();
-    for a in addrs {
-        let events: Vec<MulticastEvent> = net
-            .act(a, |node, now| {
-                node.with_app(now, MC, |m: &mut Multicast<Addr>, _| {
-                    std::iter::from_fn(|| m.poll_event()).collect()
-                })
-                .expect("registered")
-            })
-            .unwrap_or_default();
+    let drained = net.each_app(MC, |m: &mut Multicast<Addr>, _| {
+        std::iter::from_fn(|| m.poll_event()).collect::<Vec<MulticastEvent>>()
+    });
+    for (a, events) in drained {
         for e in events {
             if let MulticastEvent::Received {
                 group,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use pastry_core::store::{Store, StoreConfig, StoreEvent};
 use pastry_core::{Config, Id};
 use pastry_sim::churn::{Churn, ChurnRun, drive};
-use pastry_sim::{Addr, NetConfig, Network, NodeState, Topology, TopologyKind};
+use pastry_sim::{Addr, NetConfig, Network, Topology, TopologyKind};
 
 const STORE: u16 = 9;
 /// Gets per simulated second, over the whole ring.
@@ -45,19 +45,10 @@ struct Outcomes {
 
 /// Drains the store events of every running node.
 fn collect(net: &mut Network, out: &mut Outcomes) {
-    let addrs: Vec<Addr> = net
-        .addrs()
-        .filter(|a| matches!(net.state(*a), NodeState::Active | NodeState::Joining))
-        .collect();
-    for a in addrs {
-        let events: Vec<StoreEvent> = net
-            .act(a, |node, now| {
-                node.with_app(now, STORE, |s: &mut Store<Addr>, _| {
-                    std::iter::from_fn(|| s.poll_event()).collect()
-                })
-                .expect("registered")
-            })
-            .unwrap_or_default();
+    let drained = net.each_app(STORE, |s: &mut Store<Addr>, _| {
+        std::iter::from_fn(|| s.poll_event()).collect::<Vec<StoreEvent>>()
+    });
+    for (_, events) in drained {
         for e in events {
             match e {
                 StoreEvent::Inserted { .. } => out.inserted += 1,

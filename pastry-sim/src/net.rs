@@ -663,6 +663,43 @@ impl Network {
         Some(r)
     }
 
+    /// Calls `f` with the application registered under `app` (of type `T`) on every running
+    /// node (active or joining), in address order, and returns what each call returned with
+    /// the node's address; what the calls route or send goes out as with [`Network::act`].
+    /// Nodes without such an application are skipped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pastry_core::store::{Store, StoreConfig};
+    /// use pastry_sim::{Addr, NetConfig, Network};
+    /// let mut net = Network::new(NetConfig::with_seed(1));
+    /// net.on_spawn(Box::new(|_, node| {
+    ///     let store = Store::<Addr>::new(StoreConfig::default()).unwrap();
+    ///     node.register(1, Box::new(store)).unwrap();
+    /// }));
+    /// net.grow(5, Duration::from_secs(60)).unwrap();
+    /// let held = net.each_app(1, |s: &mut Store<Addr>, _| s.len());
+    /// assert_eq!(held.len(), 5);
+    /// assert!(held.iter().all(|(_, n)| *n == 0));
+    /// ```
+    pub fn each_app<T: pastry_core::Application<Addr>, R>(
+        &mut self,
+        app: u16,
+        mut f: impl FnMut(&mut T, &mut pastry_core::Context<'_, Addr>) -> R,
+    ) -> Vec<(Addr, R)> {
+        let running: Vec<Addr> = self
+            .addrs()
+            .filter(|a| matches!(self.state(*a), NodeState::Active | NodeState::Joining))
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|a| {
+                let r = self.act(a, |node, now| node.with_app(now, app, &mut f).ok())??;
+                Some((a, r))
+            })
+            .collect()
+    }
+
     /// Starts a node created with [`Network::spawn`]: a new ring if no node is active, else a
     /// join through a random active node. Returns whether it became active within `patience`.
     pub fn start(&mut self, addr: Addr, patience: Duration) -> bool {

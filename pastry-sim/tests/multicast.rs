@@ -58,10 +58,10 @@ type Received = BTreeMap<Addr, Vec<(Id, Id, u32)>>;
 
 fn received(net: &mut Network) -> Received {
     let mut out = Received::new();
-    for a in running(net) {
-        let events: Vec<MulticastEvent> = with_mc(net, a, |m, _| {
-            std::iter::from_fn(|| m.poll_event()).collect()
-        });
+    let drained = net.each_app(MC, |m: &mut Multicast<Addr>, _| {
+        std::iter::from_fn(|| m.poll_event()).collect::<Vec<_>>()
+    });
+    for (a, events) in drained {
         for e in events {
             if let MulticastEvent::Received {
                 group,
