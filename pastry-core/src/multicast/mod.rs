@@ -450,7 +450,9 @@ impl<A: Address> Multicast<A> {
 
     /// Makes this node a member of `group`: messages published to it from the moment the
     /// node is attached ([`MulticastEvent::Attached`]) are delivered as
-    /// [`MulticastEvent::Received`]. Subscribing again changes nothing.
+    /// [`MulticastEvent::Received`]. Subscribing again changes nothing. Fails with
+    /// [`MulticastError::TooManyGroups`] when the node is in [`MulticastConfig::max_groups`]
+    /// trees, and [`MulticastError::ShutDown`] after [`Multicast::shutdown`].
     pub fn subscribe(&mut self, ctx: &mut Context<'_, A>, group: Id) -> Result<(), MulticastError> {
         if self.closed {
             return Err(MulticastError::ShutDown);
