@@ -586,8 +586,8 @@ pub(crate) struct Core<A: Address> {
     transmits: VecDeque<Transmit<A>>,
     events: VecDeque<Event<A>>,
     pub(crate) app_actions: VecDeque<AppAction<A>>,
-    /// Direct messages of registered applications that were not acknowledged, to report to
-    /// their application ([`Application::send_failed`]) once the input is handled.
+    /// Direct messages that did not arrive, with why, to report to the application they were
+    /// sent under ([`Application::send_failed`]) once the input is handled.
     failed_directs: VecDeque<(u16, MessageId, NodeHandle<A>, SendFailure)>,
     in_flight: Map<u32, routing::InFlight<A>>,
     next_seq: u32,
