@@ -345,3 +345,55 @@ fn a_flood_of_strangers_cannot_keep_a_dead_neighbour_in_the_leaf_set() {
     assert!(!net.node(target).unwrap().leaf_set().contains(m));
     assert!(net.leaf_set_errors().is_empty());
 }
+
+/// A message to a claimed handle (a live leaf-set member's id at another node's address, as
+/// a forged routed message's origin names it) makes the sender check that address; the node
+/// answering there under its own id says nothing of the member, which stays in the leaf set
+/// and is not counted as failed.
+#[test]
+fn an_id_claimed_at_another_address_is_not_declared_dead() {
+    for seed in [1u64, 2, 3, 4, 5] {
+        println!("seed {seed}");
+        let mut net = ring(seed);
+        let nodes = net.active_addrs();
+        let sender = nodes[0];
+        let leaf: Vec<Id> = net
+            .node(sender)
+            .unwrap()
+            .leaf_set()
+            .members()
+            .map(|p| p.handle.id)
+            .collect();
+        let member = leaf[0];
+        // A node the sender knows nothing of, so that its address is checked first.
+        let other = nodes
+            .iter()
+            .copied()
+            .find(|a| {
+                let node = net.node(sender).unwrap();
+                *a != sender
+                    && !leaf.contains(&net.id(*a))
+                    && node.routing_table().find(net.id(*a)).is_none()
+            })
+            .unwrap();
+        let failures = net.node(sender).unwrap().counters().failures_detected;
+        let claim = NodeHandle::new(member, other);
+        net.act(sender, |node, now| {
+            node.send_direct(now, claim, 7, vec![1, 2, 3])
+        })
+        .unwrap()
+        .unwrap();
+        for _ in 0..100 {
+            net.run_for(Duration::from_millis(100));
+            assert!(
+                net.node(sender).unwrap().leaf_set().contains(member),
+                "seed {seed}: the member was dropped"
+            );
+        }
+        assert_eq!(
+            net.node(sender).unwrap().counters().failures_detected,
+            failures,
+            "seed {seed}"
+        );
+    }
+}

@@ -671,8 +671,14 @@ impl<A: Address> Core<A> {
         if let Some(expected) = p.id
             && expected != sender.id
         {
-            // Someone else answers at that address now: the node we probed is gone.
-            self.declare_dead(now, expected, false, apps);
+            // Someone else answers at that address now: the node we probed is gone from it.
+            // That says nothing of a node we know at another address: the address may have
+            // come from a claim (a routed message's origin names any id at any address), and
+            // giving up on the id there would fail a live node's messages.
+            let elsewhere = |q: Option<&Peer<A>>| q.is_some_and(|q| q.handle.addr != sender.addr);
+            if !elsewhere(self.leaf.get(expected)) && !elsewhere(self.table.find(expected)) {
+                self.declare_dead(now, expected, false, apps);
+            }
         }
         self.remember_verified(sender.id, &sender.addr);
         let rtt = (p.attempts == 1).then(|| now - p.sent_at);
