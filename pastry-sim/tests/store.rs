@@ -76,6 +76,13 @@ fn value_of(key: Id, version: u64) -> Vec<u8> {
     v
 }
 
+/// A leaf-set member of the running node at `a`.
+fn first_member(net: &Network, a: Addr) -> pastry_core::NodeHandle<Addr> {
+    let node = net.node(a).expect("a running node");
+    let member = node.leaf_set().members().next().expect("a leaf-set member");
+    member.handle.clone()
+}
+
 /// The k active nodes closest to `key`, by the oracle.
 fn closest(net: &Network, key: Id, k: usize) -> Vec<Addr> {
     let mut all = net.active_addrs();
@@ -359,15 +366,7 @@ fn strangers_cannot_plant_replicas_or_copies() {
         let mut net = ring(seed, 40);
         let target = net.active_addrs()[3];
         let key = net.id(target);
-        let member = net
-            .node(target)
-            .unwrap()
-            .leaf_set()
-            .members()
-            .next()
-            .unwrap()
-            .handle
-            .clone();
+        let member = first_member(&net, target);
         let forged: Addr = 1_000_000;
         let plant = |payload: Vec<u8>, claimed: Id, seq: u32| {
             Datagram::<Addr>::new(
@@ -467,15 +466,7 @@ fn forged_answers_confirmations_and_asks_change_nothing() {
 
     // A forged confirmation, a forged fallback request and, from a real member, an ask that
     // names the key eighty times.
-    let member = net
-        .node(holder)
-        .unwrap()
-        .leaf_set()
-        .members()
-        .next()
-        .unwrap()
-        .handle
-        .clone();
+    let member = first_member(&net, holder);
     let before = *store_of(&net, holder).stats();
     let held = StoreMsg::<Addr>::Held { keys: vec![key] };
     net.inject(holder, forged, direct(member.id, 300, &held));
